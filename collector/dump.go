@@ -1,0 +1,248 @@
+package collector
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// resync replaces st with a full dump, keeping per-link history (transition
+// counters, last change) and counting transitions the dump reveals.
+func (c *Collector) resync(st *state) error {
+	linkMsgs, err := c.dump(unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
+	if err != nil {
+		return fmt.Errorf("dump links: %w", err)
+	}
+	addrMsgs, err := c.dump(unix.RTM_GETADDR, &rtnetlink.AddressMessage{})
+	if err != nil {
+		return fmt.Errorf("dump addresses: %w", err)
+	}
+	routes, neighs, err := c.dumpRoutesAndNeighbors()
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	seen := make(map[int]bool, len(linkMsgs))
+	for _, m := range linkMsgs {
+		var lm rtnetlink.LinkMessage
+		if err := lm.UnmarshalBinary(m.Data); err != nil {
+			c.decodeErrors.Add(1)
+			continue
+		}
+		if lm.Family == afBridge {
+			continue
+		}
+		l := decodeLink(&lm)
+		seen[l.Index] = true
+		st.setLink(l, now)
+	}
+	for ix := range st.links {
+		if !seen[ix] {
+			delete(st.links, ix)
+		}
+	}
+	st.addrs = make(map[addrKey]Address, len(addrMsgs))
+	for _, m := range addrMsgs {
+		var am rtnetlink.AddressMessage
+		if err := am.UnmarshalBinary(m.Data); err != nil {
+			c.decodeErrors.Add(1)
+			continue
+		}
+		if a, ok := decodeAddress(&am); ok {
+			st.addrs[addrKey{a.LinkIndex, a.Prefix}] = a
+		}
+	}
+	st.routes, st.neighs = routes, neighs
+	return nil
+}
+
+func (c *Collector) redumpRoutesAndNeighbors(st *state) (bool, error) {
+	routes, neighs, err := c.dumpRoutesAndNeighbors()
+	if err != nil {
+		return false, err
+	}
+	rc := st.replaceRoutes(routes)
+	nc := st.replaceNeighbors(neighs)
+	return rc || nc, nil
+}
+
+func (c *Collector) dumpRoutesAndNeighbors() (map[routeKey]Route, map[neighKey]Neighbor, error) {
+	routeMsgs, err := c.dump(unix.RTM_GETROUTE, &rtnetlink.RouteMessage{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("dump routes: %w", err)
+	}
+	neighMsgs, err := c.dump(unix.RTM_GETNEIGH, &rtnetlink.NeighMessage{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("dump neighbours: %w", err)
+	}
+	routes := make(map[routeKey]Route, len(routeMsgs))
+	for _, m := range routeMsgs {
+		var rm rtnetlink.RouteMessage
+		if err := rm.UnmarshalBinary(m.Data); err != nil {
+			c.decodeErrors.Add(1)
+			continue
+		}
+		if r, ok := decodeRoute(&rm); ok {
+			routes[r.key()] = r
+		}
+	}
+	neighs := make(map[neighKey]Neighbor, len(neighMsgs))
+	for _, m := range neighMsgs {
+		var nm rtnetlink.NeighMessage
+		if err := nm.UnmarshalBinary(m.Data); err != nil {
+			c.decodeErrors.Add(1)
+			continue
+		}
+		if n, ok := decodeNeighbor(&nm); ok {
+			neighs[neighKey{n.LinkIndex, n.IP}] = n
+		}
+	}
+	return routes, neighs, nil
+}
+
+// RouteGet asks the kernel which route it would use to reach dst (like
+// `ip route get`), honouring policy routing. The returned route's Type is
+// RTN_LOCAL for an address of this host.
+func (c *Collector) RouteGet(ctx context.Context, dst netip.Addr) (Route, error) {
+	dst = dst.Unmap()
+	fam, bits := uint8(unix.AF_INET), uint8(32)
+	if dst.Is6() {
+		fam, bits = unix.AF_INET6, 128
+	}
+	req := &rtnetlink.RouteMessage{
+		Family:     fam,
+		DstLength:  bits,
+		Attributes: rtnetlink.RouteAttributes{Dst: net.IP(dst.AsSlice())},
+	}
+	data, err := req.MarshalBinary()
+	if err != nil {
+		return Route{}, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = c.now().Add(5 * time.Second)
+	}
+	msgs, err := c.execute(netlink.Message{
+		Header: netlink.Header{Type: unix.RTM_GETROUTE, Flags: netlink.Request},
+		Data:   data,
+	}, deadline)
+	if err != nil {
+		return Route{}, fmt.Errorf("route get %s: %w", dst, err)
+	}
+	for _, m := range msgs {
+		if m.Header.Type != unix.RTM_NEWROUTE {
+			continue
+		}
+		var rm rtnetlink.RouteMessage
+		if err := rm.UnmarshalBinary(m.Data); err != nil {
+			return Route{}, fmt.Errorf("route get %s: decode: %w", dst, err)
+		}
+		r := Route{
+			Family:    Family(rm.Family),
+			Table:     uint32(rm.Table),
+			Dst:       netip.PrefixFrom(dst, int(bits)),
+			LinkIndex: int(rm.Attributes.OutIface),
+			Priority:  rm.Attributes.Priority,
+			Protocol:  rm.Protocol,
+			Type:      rm.Type,
+		}
+		if rm.Attributes.Table != 0 {
+			r.Table = rm.Attributes.Table
+		}
+		if g, ok := ipAddr(rm.Attributes.Gateway); ok {
+			r.Gateway = g
+		}
+		return r, nil
+	}
+	return Route{}, fmt.Errorf("route get %s: no route in reply", dst)
+}
+
+// IFLA_STATS_LINK_64 in an RTM_GETSTATS filter mask and reply.
+const (
+	iflaStatsLink64     = 1
+	sizeofIfStatsMsg    = 12
+	statsRefreshTimeout = 5 * time.Second
+)
+
+// ifStatsMsg is struct if_stats_msg: a stats dump request filtered to the
+// 64-bit link counters, a few hundred bytes a link instead of a full
+// RTM_NEWLINK.
+type ifStatsMsg struct{ filterMask uint32 }
+
+func (m ifStatsMsg) MarshalBinary() ([]byte, error) {
+	b := make([]byte, sizeofIfStatsMsg)
+	binary.NativeEndian.PutUint32(b[8:], m.filterMask)
+	return b, nil
+}
+
+var errShortStats = errors.New("short RTM_NEWSTATS message")
+
+// decodeStats parses one RTM_NEWSTATS reply.
+func decodeStats(b []byte) (int, LinkStats, bool, error) {
+	if len(b) < sizeofIfStatsMsg {
+		return 0, LinkStats{}, false, errShortStats
+	}
+	index := int(binary.NativeEndian.Uint32(b[4:8]))
+	ad, err := netlink.NewAttributeDecoder(b[sizeofIfStatsMsg:])
+	if err != nil {
+		return 0, LinkStats{}, false, err
+	}
+	for ad.Next() {
+		if ad.Type() != iflaStatsLink64 {
+			continue
+		}
+		v := ad.Bytes()
+		if len(v) < 8*8 {
+			return 0, LinkStats{}, false, errShortStats
+		}
+		u := func(i int) uint64 { return binary.NativeEndian.Uint64(v[i*8:]) }
+		// struct rtnl_link_stats64 field order.
+		return index, LinkStats{
+			RxPackets: u(0), TxPackets: u(1), RxBytes: u(2), TxBytes: u(3),
+			RxErrors: u(4), TxErrors: u(5), RxDropped: u(6), TxDropped: u(7),
+		}, true, ad.Err()
+	}
+	return index, LinkStats{}, false, ad.Err()
+}
+
+// stats returns traffic counters at most StatsMinInterval old, refreshing
+// them with one RTM_GETSTATS dump if needed. Concurrent scrapes share one
+// refresh. On failure the snapshot's counters are used.
+func (c *Collector) stats() map[int]LinkStats {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	now := c.now()
+	if cur := c.statsByIx.Load(); cur != nil && now.Sub(c.statsAt) < c.opts.StatsMinInterval {
+		return *cur
+	}
+	if !c.running.Load() {
+		return nil
+	}
+	msgs, err := c.dump(unix.RTM_GETSTATS, ifStatsMsg{filterMask: 1 << (iflaStatsLink64 - 1)})
+	if err != nil {
+		c.log.Debug("traffic counter refresh failed", "err", err)
+		return nil
+	}
+	out := make(map[int]LinkStats, len(msgs))
+	for _, m := range msgs {
+		ix, s, ok, err := decodeStats(m.Data)
+		if err != nil {
+			c.decodeErrors.Add(1)
+			continue
+		}
+		if ok {
+			out[ix] = s
+		}
+	}
+	c.statsByIx.Store(&out)
+	c.statsAt = now
+	return out
+}
