@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/linkgate/linkgate/collector"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+)
+
+type exporterCmd struct {
+	webFlags       `embed:""`
+	collectorFlags `embed:""`
+	networkFlags   `embed:""`
+	vcenterFlags   `embed:""`
+}
+
+// validateVCenter checks the probe's settings. The probe itself is wired in
+// by the vCenter issue; the keys are validated now so files can use them.
+func (e *runEnv) validateVCenter(v *vcenterFlags) error {
+	for _, raw := range v.URL {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "") {
+			return e.invalid("vcenter.url", "%q is not an https URL", redactURL(raw))
+		}
+		if u.User != nil {
+			return e.invalid("vcenter.url", "%s: credentials in the URL are not accepted; use --vcenter.user and --vcenter.password-file", redactURL(raw))
+		}
+	}
+	if v.PasswordFile != "" {
+		if _, err := os.Stat(v.PasswordFile); err != nil {
+			return e.invalid("vcenter.password-file", "%v", err)
+		}
+	}
+	if v.CAFile != "" {
+		if _, err := os.Stat(v.CAFile); err != nil {
+			return e.invalid("vcenter.ca-file", "%v", err)
+		}
+	}
+	switch {
+	case v.Interval <= 0:
+		return e.invalid("vcenter.interval", "must be positive")
+	case v.Timeout <= 0:
+		return e.invalid("vcenter.timeout", "must be positive")
+	case v.MaxRetries < 0:
+		return e.invalid("vcenter.max-retries", "must not be negative")
+	case v.BaseBackoff <= 0:
+		return e.invalid("vcenter.base-backoff", "must be positive")
+	case v.MaxBackoff < v.BaseBackoff:
+		return e.invalid("vcenter.max-backoff", "%s is below --vcenter.base-backoff %s", v.MaxBackoff, v.BaseBackoff)
+	}
+	return nil
+}
+
+// redactURL drops user info, query and fragment so a URL is safe to print.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
+			return "…@" + raw[i+1:]
+		}
+		return "<unparsable URL>"
+	}
+	u.User = nil
+	u.RawQuery, u.Fragment = "", ""
+	return u.String()
+}
+
+func (x *exporterCmd) Run(env *runEnv) error {
+	filter, err := env.deviceFilter(&x.collectorFlags)
+	if err != nil {
+		return err
+	}
+	if err := env.validateWeb(&x.webFlags); err != nil {
+		return err
+	}
+	if err := env.validateNetwork(&x.networkFlags, &x.collectorFlags, false, len(x.URL) > 0); err != nil {
+		return err
+	}
+	if err := env.validateVCenter(&x.vcenterFlags); err != nil {
+		return err
+	}
+	if env.global.ConfigCheck {
+		fmt.Fprintln(env.stdout, "configuration is valid")
+		return nil
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	col, err := collector.New(collector.Options{
+		NetNS:        x.NetNS,
+		Required:     x.RequiredInterfaces,
+		DeviceFilter: filter,
+		Logger:       env.logger.With("component", "collector"),
+	})
+	if err != nil {
+		return configErrorf("%s: %v", env.origin("netns"), err)
+	}
+	reg := newRegistry(col)
+
+	srv := newServer(env, &x.webFlags, reg, col.Alive)
+	return serve(ctx, env, srv, &x.webFlags, func(ctx context.Context) error { return col.Run(ctx) })
+}
+
+func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		versioncollector.NewCollector("linkgate"),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+	)
+	reg.MustRegister(cs...)
+	return reg
+}
+
+// newServer builds the HTTP server: landing page, metrics, liveness.
+func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, alive func() bool) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle(w.TelemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slogErrorLog{env.logger},
+		MaxRequestsInFlight: 10,
+		Timeout:             30 * time.Second,
+		EnableOpenMetrics:   true,
+	})))
+	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !alive() {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(rw, "event loop not running")
+			return
+		}
+		fmt.Fprintln(rw, "ok")
+	})
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "linkgate",
+		Description: "Kernel network state and vCenter reachability for VM migrations",
+		Version:     version.Info(),
+		Links: []web.LandingLinks{
+			{Address: w.TelemetryPath, Text: "Metrics"},
+			{Address: "/healthz", Text: "Health"},
+		},
+	})
+	if err == nil {
+		mux.Handle("/", landing)
+	}
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+type slogErrorLog struct{ l interface{ Error(string, ...any) } }
+
+func (s slogErrorLog) Println(v ...any) { s.l.Error(fmt.Sprint(v...)) }
+
+// serve runs the HTTP server and the event loops until ctx ends or one of
+// them fails, then shuts everything down and waits for it.
+func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, loops ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(loops)+1)
+	for _, loop := range loops {
+		go func() { errc <- loop(ctx) }()
+	}
+	go func() {
+		err := web.ListenAndServe(srv, &web.FlagConfig{WebListenAddresses: &w.ListenAddress, WebConfigFile: &w.ConfigFile}, env.logger)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	var first error
+	pending := len(loops) + 1
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		pending--
+	}
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx)
+	for range pending {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return first
+	}
+	env.logger.Info("stopped")
+	return nil
+}

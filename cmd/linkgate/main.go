@@ -1,0 +1,253 @@
+// Command linkgate watches the kernel's network state over rtnetlink and a
+// vCenter endpoint, exports both to Prometheus, and gates VM migrations on
+// them. This package only wires the collector, probe and sidecar packages
+// into a CLI.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure (cannot listen, kernel refused, ...)
+	exitInvalid = 2 // invalid usage or configuration
+)
+
+// globalFlags apply to every command.
+type globalFlags struct {
+	Config      string `name:"config" placeholder:"FILE" help:"YAML configuration file (hyper2kvm keys network_monitor.*, vc_connection_* and linkgate's own)."`
+	ConfigCheck bool   `name:"config.check" help:"Validate flags, environment and configuration file, then exit (0 valid, 2 invalid)."`
+	LogLevel    string `name:"log.level" default:"info" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
+	LogFormat   string `name:"log.format" default:"logfmt" enum:"logfmt,json" help:"Log format: ${enum}."`
+}
+
+// webFlags follow Prometheus exporter conventions.
+type webFlags struct {
+	ListenAddress []string `name:"web.listen-address" default:":9977" placeholder:"ADDR" help:"Address to listen on; repeatable."`
+	TelemetryPath string   `name:"web.telemetry-path" default:"/metrics" help:"Path under which to expose metrics."`
+	ConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"exporter-toolkit web configuration (TLS, basic auth)."`
+}
+
+// collectorFlags choose what the rtnetlink collector watches and exports.
+type collectorFlags struct {
+	NetNS         string `name:"netns" placeholder:"PATH" help:"Network namespace to watch (/run/netns/NAME, /proc/PID/ns/net). Default: the process's own."`
+	DeviceInclude string `name:"collector.device-include" placeholder:"REGEXP" help:"Export only links whose name matches (anchored)."`
+	DeviceExclude string `name:"collector.device-exclude" placeholder:"REGEXP" help:"Do not export links whose name matches (anchored)."`
+}
+
+// networkFlags define when the network counts as up.
+type networkFlags struct {
+	RequiredInterfaces []string      `name:"network.required-interfaces" sep:"," placeholder:"IF,..." help:"Interfaces that must all be up; empty: any non-loopback link. 'auto' (sidecar): the egress links toward vCenter."`
+	Monitor            bool          `name:"network.monitor" default:"true" negatable:"" help:"Let network state pause the vCenter probe and gate readiness (network_monitor.enabled)."`
+	MaxWait            time.Duration `name:"network.max-wait" default:"300s" help:"After this long down, report the outage as network_down (max_network_wait_s)."`
+	PauseOnDown        bool          `name:"network.pause-on-down" default:"true" negatable:"" help:"Park the vCenter probe while the network is down (pause_on_network_down)."`
+}
+
+// vcenterFlags configure the vCenter probe. The password is never a flag:
+// it comes from --vcenter.password-file or LINKGATE_VCENTER_PASSWORD.
+type vcenterFlags struct {
+	URL          []string      `name:"vcenter.url" placeholder:"URL" help:"vCenter endpoint (https://host[:port]/sdk); repeatable."`
+	User         string        `name:"vcenter.user" help:"vCenter user name."`
+	PasswordFile string        `name:"vcenter.password-file" placeholder:"FILE" help:"File holding the vCenter password; re-read when it changes."`
+	CAFile       string        `name:"vcenter.ca-file" placeholder:"FILE" help:"PEM CA bundle to verify vCenter's certificate."`
+	Thumbprint   string        `name:"vcenter.thumbprint" help:"SHA-1 thumbprint (AA:BB:...) to pin vCenter's certificate."`
+	Insecure     bool          `name:"vcenter.insecure" help:"Skip TLS verification (warned, and exported as linkgate_vcenter_tls_insecure)."`
+	Interval     time.Duration `name:"vcenter.interval" default:"15s" help:"Probe period."`
+	Timeout      time.Duration `name:"vcenter.timeout" default:"10s" help:"Timeout of one vCenter call (vc_connection_timeout_s)."`
+	MaxRetries   int           `name:"vcenter.max-retries" default:"3" help:"Retries per connect cycle (vc_connection_max_retries)."`
+	BaseBackoff  time.Duration `name:"vcenter.base-backoff" default:"2s" help:"First retry wait (vc_connection_base_backoff_s)."`
+	MaxBackoff   time.Duration `name:"vcenter.max-backoff" default:"30s" help:"Retry wait cap and down-target cadence (vc_connection_max_backoff_s)."`
+	Jitter       bool          `name:"vcenter.jitter" default:"true" negatable:"" help:"±25% jitter inside the cap (vc_connection_enable_jitter)."`
+}
+
+type cli struct {
+	globalFlags
+
+	Exporter exporterCmd `cmd:"" help:"Serve Prometheus metrics about links, addresses, routes, neighbours and vCenter."`
+	Version  versionCmd  `cmd:"" help:"Print version information."`
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(out io.Writer) error {
+	_, err := fmt.Fprintln(out, version.Print("linkgate"))
+	return err
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// parsed is the outcome of parsing a command line.
+type parsed struct {
+	cli  cli
+	kctx *kong.Context
+	res  *fileResolver
+}
+
+// parse parses args with flags, environment and configuration file. It
+// returns an exit code >= 0 when parsing itself ends the program (--help,
+// invalid usage or configuration).
+func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
+	p := &parsed{res: &fileResolver{}}
+	exitCode := -1
+	parser, err := kong.New(&p.cli,
+		kong.Name("linkgate"),
+		kong.Description("Gate VM migrations on kernel network state and vCenter reachability."),
+		kong.DefaultEnvars("LINKGATE"),
+		kong.Resolvers(p.res),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exitCode = code }),
+		kong.BindTo(stdout, (*io.Writer)(nil)),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "linkgate: %v\n", err)
+		return nil, exitFailure
+	}
+	p.kctx, err = parser.Parse(args)
+	if exitCode >= 0 { // --help
+		return nil, exitCode
+	}
+	if p.res.err != nil {
+		fmt.Fprintf(stderr, "linkgate: %v\n", p.res.err)
+		return nil, exitInvalid
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "linkgate: %v\n", err)
+		return nil, exitInvalid
+	}
+	return p, -1
+}
+
+// run parses args and runs the selected command, returning the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	p, code := parse(args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	c := &p.cli
+	env := &runEnv{stdout: stdout, stderr: stderr, kctx: p.kctx, res: p.res, global: &c.globalFlags}
+	env.logger = newLogger(stderr, c.LogLevel, c.LogFormat)
+	if err := p.kctx.Run(env); err != nil {
+		fmt.Fprintf(stderr, "linkgate: %v\n", err)
+		var ce *configError
+		if errors.As(err, &ce) {
+			return exitInvalid
+		}
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runEnv is what every command's Run receives.
+type runEnv struct {
+	stdout, stderr io.Writer
+	kctx           *kong.Context
+	res            *fileResolver
+	global         *globalFlags
+	logger         *slog.Logger
+}
+
+// origin names where a flag's value came from: flag, env var, or file:line.
+func (e *runEnv) origin(flag string) string { return flagOrigin(e.kctx, e.res, flag) }
+
+func (e *runEnv) invalid(flag, format string, args ...any) error {
+	return configErrorf("%s: %s", e.origin(flag), fmt.Sprintf(format, args...))
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// deviceFilter compiles the include/exclude regexps (anchored, as in
+// node_exporter) into one predicate.
+func (e *runEnv) deviceFilter(f *collectorFlags) (func(string) bool, error) {
+	if f.DeviceInclude != "" && f.DeviceExclude != "" {
+		return nil, configErrorf("%s and %s: --collector.device-include and --collector.device-exclude are mutually exclusive",
+			e.origin("collector.device-include"), e.origin("collector.device-exclude"))
+	}
+	compile := func(flag, expr string) (*regexp.Regexp, error) {
+		re, err := regexp.Compile("^(?:" + expr + ")$")
+		if err != nil {
+			return nil, e.invalid(flag, "invalid regexp %q: %s", expr, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+		return re, nil
+	}
+	switch {
+	case f.DeviceInclude != "":
+		re, err := compile("collector.device-include", f.DeviceInclude)
+		if err != nil {
+			return nil, err
+		}
+		return re.MatchString, nil
+	case f.DeviceExclude != "":
+		re, err := compile("collector.device-exclude", f.DeviceExclude)
+		if err != nil {
+			return nil, err
+		}
+		return func(s string) bool { return !re.MatchString(s) }, nil
+	}
+	return nil, nil
+}
+
+func (e *runEnv) validateWeb(w *webFlags) error {
+	if len(w.ListenAddress) == 0 {
+		return e.invalid("web.listen-address", "at least one listen address is needed")
+	}
+	if !strings.HasPrefix(w.TelemetryPath, "/") || w.TelemetryPath == "/" {
+		return e.invalid("web.telemetry-path", "must start with / and not be / (got %q)", w.TelemetryPath)
+	}
+	if w.ConfigFile != "" {
+		if err := web.Validate(w.ConfigFile); err != nil {
+			return e.invalid("web.config.file", "%v", err)
+		}
+	}
+	return nil
+}
+
+func (e *runEnv) validateNetwork(n *networkFlags, c *collectorFlags, allowAuto bool, haveVCenter bool) error {
+	for _, name := range n.RequiredInterfaces {
+		switch {
+		case name == "auto":
+			if !allowAuto {
+				return e.invalid("network.required-interfaces", "'auto' is only available to the sidecar command")
+			}
+			if len(n.RequiredInterfaces) != 1 {
+				return e.invalid("network.required-interfaces", "'auto' cannot be combined with interface names")
+			}
+			if !haveVCenter {
+				return e.invalid("network.required-interfaces", "'auto' follows the route to vCenter and needs --vcenter.url")
+			}
+		case name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t\n:"):
+			return e.invalid("network.required-interfaces", "%q is not a valid interface name", name)
+		}
+	}
+	if n.MaxWait < 0 {
+		return e.invalid("network.max-wait", "must not be negative")
+	}
+	if c.NetNS != "" {
+		if _, err := os.Stat(c.NetNS); err != nil {
+			return e.invalid("netns", "%v", err)
+		}
+	}
+	return nil
+}
