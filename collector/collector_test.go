@@ -189,7 +189,9 @@ func TestAddressesRoutesNeighbours(t *testing.T) {
 	b.IP(t, "addr", "add", "10.77.0.2/24", "dev", "vb")
 
 	a.IP(t, "addr", "add", "10.77.0.1/24", "dev", "va")
-	waitFor(t, c, "address", func(s *Snapshot) bool { return len(s.DefaultRoutes(FamilyIPv4)) == 0 && hasAddr(s, "va", "10.77.0.1/24") })
+	waitFor(t, c, "address", func(s *Snapshot) bool {
+		return len(s.DefaultRoutes(FamilyIPv4)) == 0 && hasAddr(s, "va", "10.77.0.1/24")
+	})
 	got := exposition(t, c, "linkgate_link_addresses")
 	if !strings.Contains(got, `linkgate_link_addresses{device="va",family="inet",scope="global"} 1`) {
 		t.Errorf("addresses:\n%s", got)

@@ -15,12 +15,12 @@ import (
 
 // Kernel constants not exported by x/sys/unix under these names.
 const (
-	rtmFCloned   = 0x200 // RTM_F_CLONED: a route cache entry, not a route
-	tableLocal   = 255   // RT_TABLE_LOCAL: addresses of this host, not routing state
-	afBridge     = 7     // AF_BRIDGE: bridge port / FDB messages share RTMGRP_LINK/NEIGH
-	iffLowerUp   = 0x10000
-	iffLoopback  = unix.IFF_LOOPBACK
-	iffAdminUp   = unix.IFF_UP
+	rtmFCloned  = 0x200 // RTM_F_CLONED: a route cache entry, not a route
+	tableLocal  = 255   // RT_TABLE_LOCAL: addresses of this host, not routing state
+	afBridge    = 7     // AF_BRIDGE: bridge port / FDB messages share RTMGRP_LINK/NEIGH
+	iffLowerUp  = 0x10000
+	iffLoopback = unix.IFF_LOOPBACK
+	iffAdminUp  = unix.IFF_UP
 )
 
 // errIgnored marks a message that decoded fine but is not state we keep

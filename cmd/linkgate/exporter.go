@@ -166,7 +166,9 @@ func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, alive func() 
 	}
 }
 
-type slogErrorLog struct{ l interface{ Error(string, ...any) } }
+type slogErrorLog struct {
+	l interface{ Error(string, ...any) }
+}
 
 func (s slogErrorLog) Println(v ...any) { s.l.Error(fmt.Sprint(v...)) }
 
