@@ -315,6 +315,14 @@ func (c *Collector) watch(ctx context.Context, st *state, first bool) error {
 			if errors.Is(err, unix.ENOBUFS) {
 				c.log.Warn("rtnetlink receive queue overflowed; events lost, re-dumping")
 				c.resyncs[ResyncOverflow].Add(1)
+				// What is still queued predates the loss and would roll
+				// the fresh dump back: discard it first.
+				if err := c.drain(ev); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
 				if err := c.resync(st); err != nil {
 					return err
 				}
@@ -352,6 +360,29 @@ func (c *Collector) watch(ctx context.Context, st *state, first bool) error {
 			c.publish(st)
 		}
 	}
+}
+
+// drain discards the messages queued on the event socket. Events that
+// arrive after it returns are newer than the dump that follows, so
+// replaying them on top of it is correct.
+func (c *Collector) drain(ev *netlink.Conn) error {
+	defer ev.SetReadDeadline(time.Time{})
+	for range 1 << 16 { // bounded: under a storm, a later overflow resyncs again
+		// An already-expired deadline fails before reading at all, so
+		// give the (non-blocking in practice) read a moment.
+		if err := ev.SetReadDeadline(time.Now().Add(5 * time.Millisecond)); err != nil {
+			return err
+		}
+		_, err := ev.Receive()
+		switch {
+		case err == nil, errors.Is(err, unix.ENOBUFS):
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil
+		default:
+			return fmt.Errorf("drain rtnetlink events: %w", err)
+		}
+	}
+	return nil
 }
 
 func (c *Collector) countEvent(t netlink.HeaderType) {

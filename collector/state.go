@@ -392,6 +392,11 @@ func decodeNeighbor(m *rtnetlink.NeighMessage) (Neighbor, bool) {
 	if !ok {
 		return Neighbor{}, false
 	}
+	if ip.IsMulticast() {
+		// The kernel creates multicast entries (NOARP) silently, without
+		// a notification; they say nothing about reachability.
+		return Neighbor{}, false
+	}
 	n := Neighbor{LinkIndex: int(m.Index), Family: fam, IP: ip, State: NeighState(m.State)}
 	if len(m.Attributes.LLAddress) > 0 {
 		n.MAC = m.Attributes.LLAddress.String()

@@ -1,0 +1,299 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/mdlayher/netlink"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"golang.org/x/sys/unix"
+)
+
+// Benchmarks for the cost a scrape and an event put on the exporter at
+// 1000 interfaces. They measure; they assert nothing about time. The
+// comparison with node_exporter is bench/scrape.sh; see bench/README.md.
+
+// benchPairs veth pairs, both ends in one namespace: 1000 interfaces.
+const benchPairs = 500
+
+// quietFor is how long the snapshot must stay unchanged before timing
+// starts, so that linkwatch events of the fresh links do not land inside
+// the measurement.
+const quietFor = 2 * time.Second
+
+// namespace1000 creates a private namespace with 2*benchPairs veth
+// interfaces in one `ip -batch` call: all administratively up, each with
+// one IPv4 address (the pair shares a /30, so the main table holds a route
+// per interface). IPv6 is off for the new links: its router solicitations,
+// DAD and MLD reports keep creating and expiring multicast neighbour
+// entries for tens of seconds, which would change the snapshot during the
+// measurement. It then waits until the kernel has finished bringing the
+// links up, so every benchmark starts from the same steady state.
+func namespace1000(b *testing.B) *netnstest.NS {
+	b.Helper()
+	ns := netnstest.New(b)
+	if err := ns.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0o644)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	var cmds strings.Builder
+	for i := range benchPairs {
+		fmt.Fprintf(&cmds, "link add lgb%da type veth peer name lgb%db\n", i, i)
+		net := fmt.Sprintf("10.%d.%d", 100+i/64, i%64*4)
+		fmt.Fprintf(&cmds, "addr add %s.1/30 dev lgb%da\naddr add %s.2/30 dev lgb%db\n", net, i, net, i)
+	}
+	for i := range benchPairs {
+		fmt.Fprintf(&cmds, "link set lgb%da up\nlink set lgb%db up\n", i, i)
+	}
+	file := filepath.Join(b.TempDir(), "links.batch")
+	if err := os.WriteFile(file, []byte(cmds.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "-n", ns.Name, "-batch", file).CombinedOutput(); err != nil {
+		b.Fatalf("ip -n %s -batch: %v: %s", ns.Name, err, out)
+	}
+	c, stop := runCollector(b, ns, Options{})
+	settle(b, c)
+	stop()
+	return ns
+}
+
+// runCollector is start for benchmarks (start takes *testing.T): it runs a
+// collector on ns and waits for its first dump. stop ends it; it also runs
+// when b ends.
+func runCollector(b *testing.B, ns *netnstest.NS, opts Options) (c *Collector, stop func()) {
+	b.Helper()
+	opts.NetNS = ns.Path
+	c, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := c.Run(ctx); err != nil {
+			b.Errorf("Run: %v", err)
+		}
+	}()
+	stop = func() { cancel(); wg.Wait() }
+	b.Cleanup(stop)
+	select {
+	case <-c.Synced():
+	case <-time.After(waitTimeout):
+		b.Fatal("collector did not publish a first snapshot")
+	}
+	return c, stop
+}
+
+// settle waits until the snapshot holds every interface, all up, and then
+// has not changed for quietFor.
+func settle(b *testing.B, c *Collector) *Snapshot {
+	b.Helper()
+	deadline := time.After(3 * waitTimeout)
+	for {
+		s := c.Snapshot()
+		wait := quietFor
+		if !allUp(s) {
+			wait = waitTimeout
+		}
+		select {
+		case <-s.Changed():
+		case <-time.After(wait):
+			if allUp(s) {
+				return s
+			}
+		case <-deadline:
+			b.Fatalf("snapshot did not settle at %d links up (version %d, %d links)", 2*benchPairs+1, s.Version, len(s.Links))
+		}
+	}
+}
+
+func allUp(s *Snapshot) bool {
+	if len(s.Links) < 2*benchPairs+1 {
+		return false
+	}
+	for _, l := range s.Links {
+		if !l.Up {
+			return false
+		}
+	}
+	return true
+}
+
+// BenchmarkCollect1000 is one scrape of the collector alone at 1000
+// interfaces: Registry.Gather, as promhttp does before encoding.
+//
+//   - stats=cached: counters refreshed less often than scrapes arrive (the
+//     default 1s bound with a faster scraper); no kernel round trip.
+//   - stats=refresh: every scrape refreshes counters with one RTM_GETSTATS
+//     dump, the cost of a scrape interval longer than StatsMinInterval.
+//   - stats=cached/text: Gather plus text encoding, the collector's share
+//     of a whole /metrics response.
+func BenchmarkCollect1000(b *testing.B) {
+	ns := namespace1000(b)
+	for _, bc := range []struct {
+		name     string
+		interval time.Duration
+		encode   bool
+	}{
+		{"stats=cached", time.Hour, false},
+		{"stats=refresh", time.Nanosecond, false},
+		{"stats=cached/text", time.Hour, true},
+	} {
+		c, stop := runCollector(b, ns, Options{StatsMinInterval: bc.interval})
+		settle(b, c)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(c)
+		mfs, err := reg.Gather() // also warms the counter cache
+		if err != nil {
+			b.Fatal(err)
+		}
+		series := 0
+		for _, mf := range mfs {
+			series += len(mf.GetMetric())
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				mfs, err := reg.Gather()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if bc.encode {
+					for _, mf := range mfs {
+						if _, err := expfmt.MetricFamilyToText(io.Discard, mf); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(series), "series")
+		})
+		stop()
+	}
+}
+
+// kernelState fills a state from one full dump of ns, as Run does at start,
+// without starting the event loop.
+func kernelState(b *testing.B, ns *netnstest.NS) (*Collector, *state) {
+	b.Helper()
+	c, err := New(Options{NetNS: ns.Path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.openNetNS(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		c.closeReq()
+		c.nsMu.Lock()
+		c.nsFile.Close()
+		c.nsMu.Unlock()
+	})
+	st := newState()
+	if err := c.resync(st); err != nil {
+		b.Fatal(err)
+	}
+	if len(st.links) < 2*benchPairs+1 {
+		b.Fatalf("dump has %d links, want %d", len(st.links), 2*benchPairs+1)
+	}
+	return c, st
+}
+
+// linkMessage returns the kernel's RTM_NEWLINK for the named link, exactly
+// as a dump (or an event) delivers it.
+func linkMessage(b *testing.B, c *Collector, name string) netlink.Message {
+	b.Helper()
+	msgs, err := c.dump(unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range msgs {
+		var lm rtnetlink.LinkMessage
+		if err := lm.UnmarshalBinary(m.Data); err == nil && lm.Attributes != nil && lm.Attributes.Name == name {
+			m.Header.Type = unix.RTM_NEWLINK
+			return m
+		}
+	}
+	b.Fatalf("no link %s in dump", name)
+	return netlink.Message{}
+}
+
+// BenchmarkApplyEvent is the event loop's work for one RTM_NEWLINK of a
+// veth (a real kernel message, ~1.5 KiB with stats and AF_SPEC) against a
+// state of 1000 links, without publishing.
+//
+//   - unchanged: the same message again (counter-only updates).
+//   - flap: alternately down and up, so every message changes the link.
+func BenchmarkApplyEvent(b *testing.B) {
+	ns := namespace1000(b)
+	c, st := kernelState(b, ns)
+	up := linkMessage(b, c, "lgb0a")
+	ns.IP(b, "link", "set", "lgb0a", "down")
+	down := linkMessage(b, c, "lgb0a")
+	ns.IP(b, "link", "set", "lgb0a", "up")
+	now := time.Now()
+
+	b.Run("unchanged", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(up.Data)))
+		for b.Loop() {
+			if _, err := st.apply(up, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("flap", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(up.Data)))
+		msgs := [2]netlink.Message{down, up}
+		i := 0
+		for b.Loop() {
+			ch, err := st.apply(msgs[i&1], now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !ch.changed {
+				b.Fatal("flap did not change the link")
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkSnapshotBuild1000 is the cost of publishing a change at 1000
+// links (plus their addresses and routes, as dumped from the kernel):
+//
+//   - snapshot: copying and sorting the state into an immutable Snapshot.
+//   - publish: that, plus the network status aggregate and the swap that
+//     wakes consumers, i.e. what every changing event batch pays.
+func BenchmarkSnapshotBuild1000(b *testing.B) {
+	ns := namespace1000(b)
+	c, st := kernelState(b, ns)
+	b.Run("snapshot", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = st.snapshot()
+		}
+	})
+	b.Run("publish", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.publish(st)
+		}
+	})
+}
