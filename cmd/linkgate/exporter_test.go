@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/netnstest"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestExporterHTTP serves a real collector watching a private namespace
+// and checks what Prometheus and a prober would see, including that
+// promtool accepts the exposition.
+func TestExporterHTTP(t *testing.T) {
+	a, b := netnstest.New(t), netnstest.New(t)
+	netnstest.Veth(t, a, "va", b, "vb")
+	col, err := collector.New(collector.Options{NetNS: a.Path, Required: []string{"va"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = col.Run(ctx) }()
+	defer wg.Wait()
+	defer cancel()
+	select {
+	case <-col.Synced():
+	case <-time.After(20 * time.Second):
+		t.Fatal("collector did not sync")
+	}
+
+	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
+	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(col), col.Alive)
+	ts := httptest.NewServer(srv.Handler)
+	defer ts.Close()
+
+	code, body := get(t, ts.URL+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`linkgate_link_up{device="va"} 1`,
+		`linkgate_network_up 1`,
+		`linkgate_build_info{`,
+		`process_cpu_seconds_total`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	promtoolCheck(t, body)
+
+	if code, body := get(t, ts.URL+"/"); code != http.StatusOK || !strings.Contains(body, "linkgate") {
+		t.Errorf("landing page: %d %q", code, body)
+	}
+	if code, body := get(t, ts.URL+"/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/healthz while running: %d %q", code, body)
+	}
+	cancel()
+	wg.Wait()
+	if code, _ := get(t, ts.URL+"/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz after the event loop stopped: %d, want 503", code)
+	}
+}
+
+// promtoolCheck runs `promtool check metrics` on an exposition. promtool
+// comes from Debian's prometheus package; CI requires it.
+func promtoolCheck(t *testing.T, exposition string) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv(netnstest.RequireEnv) != "" {
+			t.Fatalf("promtool not found and %s is set", netnstest.RequireEnv)
+		}
+		t.Log("promtool not installed; skipping promtool check metrics")
+		return
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = strings.NewReader(exposition)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil || out.Len() > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out.String())
+	}
+}
