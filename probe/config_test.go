@@ -1,0 +1,125 @@
+package probe
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidate(t *testing.T) {
+	good := func() Config {
+		c := DefaultConfig()
+		c.URLs = []string{"vc.example"}
+		c.User, c.Password = "u", "p"
+		return c
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Config)
+		field string // "" = valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"zero durations mean defaults", func(c *Config) { c.Interval, c.Timeout, c.BaseBackoff, c.MaxBackoff = 0, 0, 0, 0 }, ""},
+		{"password file instead", func(c *Config) { c.Password, c.PasswordFile = "", "/run/secrets/pw" }, ""},
+		{"credentials in URL", func(c *Config) { c.URLs, c.User, c.Password = []string{"https://u:p@vc/sdk"}, "", "" }, ""},
+		{"pin", func(c *Config) { c.Thumbprint = strings.Repeat("ab:", 19) + "ab" }, ""},
+		{"two pins", func(c *Config) { c.Thumbprint = strings.Repeat("ab", 20) + ", " + strings.Repeat("CD", 32) }, ""},
+		{"no URLs", func(c *Config) { c.URLs = nil }, "URLs"},
+		{"empty URL", func(c *Config) { c.URLs = []string{"vc", " "} }, "URLs[1]"},
+		{"http", func(c *Config) { c.URLs = []string{"http://vc/sdk"} }, "URLs[0]"},
+		{"bad port", func(c *Config) { c.URLs = []string{"https://vc:port/sdk"} }, "URLs[0]"},
+		{"no host", func(c *Config) { c.URLs = []string{"https:///sdk"} }, "URLs[0]"},
+		{"duplicate", func(c *Config) { c.URLs = []string{"vc", "https://vc/sdk"} }, "URLs[1]"},
+		{"no user", func(c *Config) { c.User = "" }, "User"},
+		{"no password", func(c *Config) { c.Password = "" }, "PasswordFile"},
+		{"negative interval", func(c *Config) { c.Interval = -time.Second }, "Interval"},
+		{"negative timeout", func(c *Config) { c.Timeout = -1 }, "Timeout"},
+		{"negative retries", func(c *Config) { c.MaxRetries = -1 }, "MaxRetries"},
+		{"negative network wait", func(c *Config) { c.MaxNetworkWait = -1 }, "MaxNetworkWait"},
+		{"base above max", func(c *Config) { c.BaseBackoff, c.MaxBackoff = time.Minute, time.Second }, "BaseBackoff"},
+		{"insecure and CA", func(c *Config) { c.Insecure, c.CAFile = true, "/ca.pem" }, "Insecure"},
+		{"insecure and pin", func(c *Config) { c.Insecure, c.Thumbprint = true, strings.Repeat("ab", 20) }, "Insecure"},
+		{"pin not hex", func(c *Config) { c.Thumbprint = "zz" }, "Thumbprint"},
+		{"pin wrong length", func(c *Config) { c.Thumbprint = "abcd" }, "Thumbprint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good()
+			tc.edit(&c)
+			err := c.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				if _, err := New(c, nil); err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Field != tc.field {
+				t.Fatalf("Validate = %v, want a ConfigError for %s", err, tc.field)
+			}
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("error %q does not name %s", err, tc.field)
+			}
+			if _, err := New(c, nil); err == nil {
+				t.Error("New accepted what Validate rejects")
+			}
+			if class, kind := Classify(err); class != Permanent || kind != KindConfig {
+				t.Errorf("Classify = %s/%s, want permanent/config", class, kind)
+			}
+		})
+	}
+}
+
+func TestValidateNeverEchoesCredentials(t *testing.T) {
+	for _, raw := range []string{
+		"https://admin:hunter2@vc:notaport/sdk",
+		"https://admin:hun/ter2@vc/sdk", // '/' in a raw password breaks parsing
+		"https://admin:123/ter2@vc/sdk", // ... or parses, with "admin:123" as host
+		"http://admin:hunter2@vc/sdk",
+		"https://admin:hunter2@/sdk",
+	} {
+		c := DefaultConfig()
+		c.URLs, c.User, c.Password = []string{raw}, "u", "p"
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("%s: accepted", raw)
+			continue
+		}
+		mustContainNone(t, "Validate error", err.Error(), "hunter2", "ter2", "admin:")
+	}
+}
+
+func TestParseEndpoint(t *testing.T) {
+	for _, tc := range []struct{ in, name, url, user string }{
+		{"vc.example", "vc.example", "https://vc.example/sdk", ""},
+		{"vc.example:8443", "vc.example:8443", "https://vc.example:8443/sdk", ""},
+		{"https://vc.example/", "vc.example", "https://vc.example/sdk", ""},
+		{"https://vc.example/custom/sdk", "vc.example", "https://vc.example/custom/sdk", ""},
+		{"https://admin%40vsphere.local:pw@10.0.0.5:443/sdk?x=1", "10.0.0.5:443", "https://10.0.0.5:443/sdk", "admin@vsphere.local"},
+		{"[fd00::5]:443", "[fd00::5]:443", "https://[fd00::5]:443/sdk", ""},
+	} {
+		ep, err := parseEndpoint(tc.in)
+		if err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if ep.name != tc.name || ep.url.String() != tc.url || ep.user != tc.user {
+			t.Errorf("%s: name %q url %q user %q, want %q %q %q", tc.in, ep.name, ep.url, ep.user, tc.name, tc.url, tc.user)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`Post "https://admin:s3cret@vc:443/sdk": EOF`, `Post "https://vc:443/sdk": EOF`},
+		{`https://admin@vc/sdk and https://u:p@@x@vc2/`, `https://vc/sdk and https://vc2/`},
+		{`no URL here, but s3cret`, `no URL here, but REDACTED`},
+	} {
+		if got := redact(tc.in, "s3cret", ""); got != tc.want {
+			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,322 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// guard bounds every wait in these tests. It is a failure guard, not a
+// timing assertion: on a loaded machine things are slow, not wrong.
+const guard = 20 * time.Second
+
+const (
+	simUser = "probe@vsphere.local"
+	simPass = "correct horse battery staple"
+)
+
+// sim is an in-process vCenter (govmomi's simulator, VPX model) over HTTPS
+// on loopback, requiring simUser and a password that the test can change.
+type sim struct {
+	t      *testing.T
+	model  *simulator.Model
+	server *simulator.Server
+	addr   string // host:port
+	caFile string
+
+	opts simOptions
+
+	mu       sync.Mutex
+	password string
+	calls    []string // method names, in order
+	sessions map[string]bool
+	onCall   func(method string)
+}
+
+type simOptions struct {
+	addr   string         // listen address; default 127.0.0.1:0
+	delay  map[string]int // milliseconds per method
+	listen func(func())   // runs server start, e.g. inside a netns
+	onCall func(method string)
+}
+
+func startSim(t *testing.T, o simOptions) *sim {
+	t.Helper()
+	s := &sim{t: t, opts: o, password: simPass, sessions: map[string]bool{}, onCall: o.onCall}
+	s.start(o)
+	dir := t.TempDir()
+	s.caFile = filepath.Join(dir, "ca.pem")
+	cert := s.server.Certificate()
+	if err := os.WriteFile(s.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *sim) start(o simOptions) {
+	s.t.Helper()
+	m := simulator.VPX()
+	m.ClusterHost, m.Machine = 1, 0 // small: the probe needs no inventory
+	m.DelayConfig.MethodDelay = o.delay
+	if err := m.Create(); err != nil {
+		s.t.Fatal(err)
+	}
+	addr := o.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	m.Service.TLS = new(tls.Config)
+	m.Service.Listen = &url.URL{Host: addr, User: url.UserPassword(simUser, "set by ValidLogin")}
+	reg := m.Service.Context.Map
+	reg.SessionManager().ValidLogin = func(req *types.Login) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return req.UserName == simUser && req.Password == s.password
+	}
+	// Record calls and the sessions that make them, so tests can see
+	// Logout and terminate the prober's session.
+	reg.Handler = func(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+		s.mu.Lock()
+		s.calls = append(s.calls, m.Name)
+		if ctx.Session != nil && m.Name == "CurrentTime" {
+			s.sessions[ctx.Session.Key] = true
+		}
+		hook := s.onCall
+		s.mu.Unlock()
+		if hook != nil {
+			hook(m.Name)
+		}
+		return nil, nil
+	}
+	run := o.listen
+	if run == nil {
+		run = func(f func()) { f() }
+	}
+	run(func() { s.server = m.Service.NewServer() })
+	s.model = m
+	s.addr = s.server.URL.Host
+}
+
+// stop shuts the server down; the port is free again afterwards.
+func (s *sim) stop() {
+	if s.server == nil {
+		return
+	}
+	s.server.Close()
+	s.model.Remove()
+	s.server = nil
+}
+
+// restart brings up a fresh vCenter on the same address: like a real
+// restart, every session is gone.
+func (s *sim) restart() {
+	s.t.Helper()
+	s.stop()
+	o := s.opts
+	o.addr = s.addr
+	s.start(o)
+}
+
+func (s *sim) setPassword(pw string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.password = pw
+}
+
+func (s *sim) url() string { return "https://" + s.addr + "/sdk" }
+
+func (s *sim) countCalls(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.calls {
+		if c == name {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *sim) probeSessions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.sessions {
+		out = append(out, k)
+	}
+	return out
+}
+
+// baseConfig is a config for one simulator URL that trusts its CA.
+func (s *sim) config() Config {
+	c := DefaultConfig()
+	c.URLs = []string{s.url()}
+	c.User = simUser
+	c.Password = simPass
+	c.CAFile = s.caFile
+	c.Timeout = 5 * time.Second
+	return c
+}
+
+// logBuffer collects log output for assertions (no secrets, warnings).
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// testLogger logs into the test's output, shown on failure or with -v.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// running starts p.Run and stops it at cleanup, failing if Run does not
+// return.
+func running(t *testing.T, p *Prober) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(guard):
+				t.Errorf("Run did not return within %v of cancel", guard)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitStatus waits until cond holds for target i, failing after guard.
+func waitStatus(t *testing.T, p *Prober, i int, what string, cond func(Status) bool) Status {
+	t.Helper()
+	deadline := time.After(guard)
+	for {
+		sts, changed := p.Status()
+		if cond(sts[i]) {
+			return sts[i]
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("waiting for %s: last status %+v", what, sts[i])
+		}
+	}
+}
+
+// metric reads one series of p: a counter's or gauge's value, or a
+// histogram's sample count. labels are name, value pairs besides target;
+// a series that does not exist reads as -1.
+func metric(t *testing.T, p *Prober, name string, labels ...string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(p); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return -1
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	// Write and rename, as a secret rotation does: the reader never sees
+	// a half-written file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustContainNone(t *testing.T, where, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("%s contains secret %q:\n%s", where, s, text)
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package probe
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Prober's Prometheus series. Gauges are computed from the
+// Status snapshot at scrape time; counters and the histogram count events
+// as they happen. Every series has the label target = host[:port].
+type metrics struct {
+	up, backoff, failures, lastSuccess, paused, sessionActive, tlsInsecure, info *prometheus.Desc
+
+	probes   *prometheus.CounterVec // target, result
+	errors   *prometheus.CounterVec // target, class, kind
+	retries  *prometheus.CounterVec // target
+	logins   *prometheus.CounterVec // target, result
+	duration *prometheus.HistogramVec
+}
+
+const namespace = "linkgate_vcenter_"
+
+func newMetrics(p *Prober) *metrics {
+	target := []string{"target"}
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+name, help, append(target, labels...), nil)
+	}
+	m := &metrics{
+		up:            desc("up", "Whether the last probe of the vCenter succeeded (1) or the target is down (0)."),
+		backoff:       desc("backoff_seconds", "Current wait before the next attempt after a failure; 0 while healthy."),
+		failures:      desc("consecutive_failures", "Failed probe attempts since the last success."),
+		lastSuccess:   desc("last_success_timestamp_seconds", "Unix time of the last successful probe; 0 if none."),
+		paused:        desc("paused", "Whether probing is paused because the required network is down."),
+		sessionActive: desc("session_active", "Whether a logged-in vCenter session is held for the target."),
+		tlsInsecure:   desc("tls_insecure", "Whether TLS certificate verification is disabled for the target."),
+		info: desc("info", "vCenter product information from ServiceContent.about; always 1.",
+			"version", "build", "api_type", "api_version", "instance_uuid"),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namespace + "probes_total",
+			Help: "Probe attempts by result (success or failure).",
+		}, []string{"target", "result"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namespace + "errors_total",
+			Help: "Errors by class (transient or permanent) and kind.",
+		}, []string{"target", "class", "kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namespace + "retries_total",
+			Help: "Probe attempts made after a failed attempt.",
+		}, target),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namespace + "logins_total",
+			Help: "vCenter Login calls by result (success or failure).",
+		}, []string{"target", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    namespace + "probe_duration_seconds",
+			Help:    "Duration of probe attempts, login included when one was needed.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, target),
+	}
+	// Every series exists from the start, so rate() and absent() work
+	// before the first event.
+	for _, t := range p.targets {
+		for _, r := range []string{"success", "failure"} {
+			m.probes.WithLabelValues(t.name, r)
+			m.logins.WithLabelValues(t.name, r)
+		}
+		m.retries.WithLabelValues(t.name)
+		m.duration.WithLabelValues(t.name)
+	}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (p *Prober) Describe(ch chan<- *prometheus.Desc) {
+	m := p.metrics
+	for _, d := range []*prometheus.Desc{m.up, m.backoff, m.failures, m.lastSuccess, m.paused, m.sessionActive, m.tlsInsecure, m.info} {
+		ch <- d
+	}
+	m.probes.Describe(ch)
+	m.errors.Describe(ch)
+	m.retries.Describe(ch)
+	m.logins.Describe(ch)
+	m.duration.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (p *Prober) Collect(ch chan<- prometheus.Metric) {
+	m := p.metrics
+	type row struct {
+		st     Status
+		active bool
+	}
+	p.mu.Lock()
+	rows := make([]row, len(p.targets))
+	for i, t := range p.targets {
+		rows[i] = row{t.st, t.sessionActive}
+	}
+	p.mu.Unlock()
+
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, r := range rows {
+		s, name := r.st, r.st.Target
+		gauge(m.up, b2f(s.Up), name)
+		gauge(m.backoff, s.Backoff.Seconds(), name)
+		gauge(m.failures, float64(s.ConsecutiveFailures), name)
+		last := 0.0
+		if !s.LastSuccess.IsZero() {
+			last = float64(s.LastSuccess.UnixNano()) / 1e9
+		}
+		gauge(m.lastSuccess, last, name)
+		gauge(m.paused, b2f(s.Paused), name)
+		gauge(m.sessionActive, b2f(r.active), name)
+		gauge(m.tlsInsecure, b2f(p.cfg.Insecure), name)
+		if a := s.About; a.APIType != "" {
+			gauge(m.info, 1, name, a.Version, a.Build, a.APIType, a.APIVersion, a.InstanceUUID)
+		}
+	}
+	m.probes.Collect(ch)
+	m.errors.Collect(ch)
+	m.retries.Collect(ch)
+	m.logins.Collect(ch)
+	m.duration.Collect(ch)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
