@@ -270,3 +270,31 @@ func TestEmptyConfigIsValid(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errOut)
 	}
 }
+
+func TestProbeConfigErrors(t *testing.T) {
+	ca := writeFile(t, "ca.pem", "not a certificate")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"insecure with pin", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.insecure", "--vcenter.thumbprint", "AA:BB"}, "--vcenter."},
+		{"bad thumbprint", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.thumbprint", "zz"}, "--vcenter.thumbprint: "},
+		{"missing password file", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.password-file", "/nonexistent/pw"}, "--vcenter.password-file: "},
+		{"no user", []string{"--vcenter.url", "https://vc.example/sdk"}, "--vcenter.user: required"},
+		{"ca file given", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.ca-file", ca}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := runCLI(t, append([]string{"exporter", "--config.check"}, tc.args...)...)
+			if tc.want == "" {
+				if code != exitOK {
+					t.Errorf("exit %d: %s", code, errOut)
+				}
+				return
+			}
+			if code != exitInvalid || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q, want %q", code, errOut, tc.want)
+			}
+		})
+	}
+}

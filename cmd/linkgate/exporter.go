@@ -30,7 +30,7 @@ type exporterCmd struct {
 
 // validateVCenter checks the probe's settings. The probe itself is wired in
 // by the vCenter issue; the keys are validated now so files can use them.
-func (e *runEnv) validateVCenter(v *vcenterFlags) error {
+func (e *runEnv) validateVCenter(v *vcenterFlags, n *networkFlags) error {
 	for _, raw := range v.URL {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "") {
@@ -48,6 +48,11 @@ func (e *runEnv) validateVCenter(v *vcenterFlags) error {
 	if v.CAFile != "" {
 		if _, err := os.Stat(v.CAFile); err != nil {
 			return e.invalid("vcenter.ca-file", "%v", err)
+		}
+	}
+	if len(v.URL) > 0 {
+		if err := probeConfig(v, n).Validate(); err != nil {
+			return e.probeConfigError(err)
 		}
 	}
 	switch {
@@ -90,7 +95,7 @@ func (x *exporterCmd) Run(env *runEnv) error {
 	if err := env.validateNetwork(&x.networkFlags, &x.collectorFlags, false, len(x.URL) > 0); err != nil {
 		return err
 	}
-	if err := env.validateVCenter(&x.vcenterFlags); err != nil {
+	if err := env.validateVCenter(&x.vcenterFlags, &x.networkFlags); err != nil {
 		return err
 	}
 	if env.global.ConfigCheck {
@@ -110,10 +115,19 @@ func (x *exporterCmd) Run(env *runEnv) error {
 	if err != nil {
 		return configErrorf("%s: %v", env.origin("netns"), err)
 	}
+	prober, err := env.newProber(&x.vcenterFlags, &x.networkFlags, col)
+	if err != nil {
+		return err
+	}
+	loops := []func(context.Context) error{col.Run}
 	reg := newRegistry(col)
+	if prober != nil {
+		reg.MustRegister(prober)
+		loops = append(loops, prober.Run)
+	}
 
 	srv := newServer(env, &x.webFlags, reg, col.Alive)
-	return serve(ctx, env, srv, &x.webFlags, func(ctx context.Context) error { return col.Run(ctx) })
+	return serve(ctx, env, srv, &x.webFlags, loops...)
 }
 
 func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {

@@ -109,3 +109,61 @@ func promtoolCheck(t *testing.T, exposition string) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out.String())
 	}
 }
+
+// TestExporterWithVCenter runs the exporter's probe against the in-process
+// simulator and checks the vCenter series on /metrics.
+func TestExporterWithVCenter(t *testing.T) {
+	sim, err := startVCSim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	pwFile, err := sim.PasswordFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
+	v := &vcenterFlags{URL: []string{sim.URL}, User: sim.User, PasswordFile: pwFile, CAFile: sim.CAFile,
+		Interval: time.Hour, Timeout: 5 * time.Second, MaxRetries: 3, BaseBackoff: time.Second, MaxBackoff: 2 * time.Second, Jitter: true}
+	n := &networkFlags{Monitor: true, PauseOnDown: true, MaxWait: time.Minute}
+	p, err := env.newProber(v, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = p.Run(ctx) }()
+	defer wg.Wait()
+	defer cancel()
+	deadline := time.After(20 * time.Second)
+	for {
+		st, changed := p.Status()
+		if len(st) == 1 && st[0].Up {
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("probe never succeeded: %+v", st)
+		}
+	}
+	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(p), func() bool { return true })
+	ts := httptest.NewServer(srv.Handler)
+	defer ts.Close()
+	_, body := get(t, ts.URL+"/metrics")
+	target := strings.TrimSuffix(strings.TrimPrefix(sim.URL, "https://"), "/sdk")
+	for _, want := range []string{
+		`linkgate_vcenter_up{target="` + target + `"} 1`,
+		`linkgate_vcenter_logins_total{result="success",target="` + target + `"} 1`,
+		`linkgate_vcenter_info{`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, sim.Password) {
+		t.Error("password leaked into /metrics")
+	}
+	promtoolCheck(t, body)
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// vcsim is govmomi's vCenter simulator running in-process over HTTPS on
+// loopback with generated credentials: the vCenter of `linkgate demo` and
+// of the command tests.
+type vcsim struct {
+	URL      string // https://127.0.0.1:PORT/sdk, without credentials
+	User     string
+	Password string
+	CAFile   string // the simulator's certificate, to verify it
+	dir      string
+	model    *simulator.Model
+	server   *simulator.Server
+}
+
+func startVCSim() (*vcsim, error) {
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	s := &vcsim{User: "linkgate-demo@vsphere.local", Password: hex.EncodeToString(secret)}
+	m := simulator.VPX()
+	m.ClusterHost, m.Machine = 1, 0 // the probe needs no inventory
+	if err := m.Create(); err != nil {
+		return nil, fmt.Errorf("vCenter simulator: %w", err)
+	}
+	m.Service.TLS = new(tls.Config)
+	m.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(s.User, s.Password)}
+	m.Service.Context.Map.SessionManager().ValidLogin = func(req *types.Login) bool {
+		return req.UserName == s.User && req.Password == s.Password
+	}
+	s.model = m
+	s.server = m.Service.NewServer()
+	s.URL = "https://" + s.server.URL.Host + "/sdk"
+	dir, err := os.MkdirTemp("", "linkgate-vcsim-")
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.dir = dir
+	s.CAFile = filepath.Join(dir, "ca.pem")
+	cert := s.server.Certificate()
+	if err := os.WriteFile(s.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// PasswordFile writes the password to a private file and returns its path.
+func (s *vcsim) PasswordFile() (string, error) {
+	p := filepath.Join(s.dir, "password")
+	return p, os.WriteFile(p, []byte(s.Password+"\n"), 0o600)
+}
+
+func (s *vcsim) Close() {
+	if s.server != nil {
+		s.server.Close()
+	}
+	if s.model != nil {
+		s.model.Remove()
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
