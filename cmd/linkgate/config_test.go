@@ -282,10 +282,15 @@ func TestProbeConfigErrors(t *testing.T) {
 		{"bad thumbprint", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.thumbprint", "zz"}, "--vcenter.thumbprint: "},
 		{"missing password file", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.password-file", "/nonexistent/pw"}, "--vcenter.password-file: "},
 		{"no user", []string{"--vcenter.url", "https://vc.example/sdk"}, "--vcenter.user: required"},
+		{"no password", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.password-file", ""}, ""},
 		{"ca file given", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.ca-file", ca}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(passwordEnv, "s3cret")
 			code, _, errOut := runCLI(t, append([]string{"exporter", "--config.check"}, tc.args...)...)
+			if strings.Contains(errOut, "s3cret") {
+				t.Errorf("password in error output: %s", errOut)
+			}
 			if tc.want == "" {
 				if code != exitOK {
 					t.Errorf("exit %d: %s", code, errOut)
@@ -296,5 +301,13 @@ func TestProbeConfigErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q, want %q", code, errOut, tc.want)
 			}
 		})
+	}
+}
+
+func TestVCenterNeedsAPassword(t *testing.T) {
+	os.Unsetenv(passwordEnv)
+	code, _, errOut := runCLI(t, "exporter", "--config.check", "--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u")
+	if code != exitInvalid || !strings.Contains(errOut, "--vcenter.password-file: a vCenter password is needed") {
+		t.Errorf("exit %d: %s", code, errOut)
 	}
 }

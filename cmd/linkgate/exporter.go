@@ -51,6 +51,9 @@ func (e *runEnv) validateVCenter(v *vcenterFlags, n *networkFlags) error {
 		}
 	}
 	if len(v.URL) > 0 {
+		if v.PasswordFile == "" && os.Getenv(passwordEnv) == "" {
+			return e.invalid("vcenter.password-file", "a vCenter password is needed: set --vcenter.password-file or %s", passwordEnv)
+		}
 		if err := probeConfig(v, n).Validate(); err != nil {
 			return e.probeConfigError(err)
 		}
