@@ -1,0 +1,296 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultStableFor is the default flap damping: how long every check must
+// hold before the gate turns ready.
+const DefaultStableFor = 2 * time.Second
+
+// GateOptions configure a Gate.
+type GateOptions struct {
+	// Snapshots is the collector (required).
+	Snapshots Snapshots
+	// VCenter is the prober's result source (optional).
+	VCenter VCenterSource
+	// Checks are evaluated in order; see Checks.
+	Checks []Check
+	// StableFor is the flap damping, taken as given: 0 turns ready as
+	// soon as every check holds. Callers default it to DefaultStableFor.
+	StableFor time.Duration
+	// EvalTimeout bounds one evaluation of all checks (default 10s).
+	EvalTimeout time.Duration
+	Clock       Clock
+	Logger      *slog.Logger
+}
+
+// Gate evaluates the checks on every collector or vCenter change and
+// publishes the result as a State.
+type Gate struct {
+	snaps       Snapshots
+	vcenter     VCenterSource
+	checks      []Check
+	names       []string
+	stableFor   time.Duration
+	evalTimeout time.Duration
+	clock       Clock
+	log         *slog.Logger
+
+	state      atomic.Pointer[State]
+	running    atomic.Bool
+	toReady    atomic.Uint64
+	toNotReady atomic.Uint64
+}
+
+// NewGate returns a Gate in the not-ready state; start it with Run.
+func NewGate(opts GateOptions) (*Gate, error) {
+	if opts.Snapshots == nil {
+		return nil, errors.New("gate: no snapshot source")
+	}
+	if opts.StableFor < 0 {
+		return nil, fmt.Errorf("gate: negative stable-for %s", opts.StableFor)
+	}
+	g := &Gate{
+		snaps:       opts.Snapshots,
+		vcenter:     opts.VCenter,
+		checks:      opts.Checks,
+		stableFor:   opts.StableFor,
+		evalTimeout: opts.EvalTimeout,
+		clock:       clockOrSystem(opts.Clock),
+		log:         opts.Logger,
+	}
+	if g.evalTimeout <= 0 {
+		g.evalTimeout = 10 * time.Second
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	for _, c := range opts.Checks {
+		name := c.Name()
+		if name == "" || strings.ContainsAny(name, "/ \t\n?&=") {
+			return nil, fmt.Errorf("gate: invalid check name %q", name)
+		}
+		for _, n := range g.names {
+			if n == name {
+				return nil, fmt.Errorf("gate: duplicate check %q", name)
+			}
+		}
+		g.names = append(g.names, name)
+	}
+	g.state.Store(&State{Since: g.clock.Now(), changed: make(chan struct{})})
+	return g, nil
+}
+
+// State returns the current gate state. It never blocks.
+func (g *Gate) State() *State { return g.state.Load() }
+
+// CheckNames returns the configured check names in order.
+func (g *Gate) CheckNames() []string { return append([]string(nil), g.names...) }
+
+// Run evaluates the checks on every change signal until ctx ends. It
+// returns nil after ctx is cancelled.
+func (g *Gate) Run(ctx context.Context) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return errors.New("gate: already running")
+	}
+	defer g.running.Store(false)
+	var timer Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		snap := g.snaps.Snapshot()
+		in := &Input{Snapshot: snap, Now: g.clock.Now()}
+		var vcChanged <-chan struct{}
+		if g.vcenter != nil {
+			in.VCenter, vcChanged = g.vcenter.VCenterStatus()
+		}
+		ectx, cancel := context.WithTimeout(ctx, g.evalTimeout)
+		report := Evaluate(ectx, g.checks, in)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		st := g.publish(report, in.Now)
+
+		// One one-shot timer for whichever comes first: the end of the
+		// damping period or a freshness deadline.
+		wake := in.recheck
+		if !st.ReadyAt.IsZero() && (wake.IsZero() || st.ReadyAt.Before(wake)) {
+			wake = st.ReadyAt
+		}
+		if timer != nil {
+			timer.Stop()
+			timer = nil
+		}
+		var fire <-chan time.Time
+		if !wake.IsZero() {
+			timer = g.clock.NewTimer(max(wake.Sub(in.Now), 0))
+			fire = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-snap.Changed():
+		case <-vcChanged:
+		case <-fire:
+		}
+	}
+}
+
+// publish derives the next state from report and swaps it in if anything
+// visible changed.
+func (g *Gate) publish(report Report, now time.Time) *State {
+	prev := g.state.Load()
+	next := &State{Checks: make([]CheckStatus, len(report.Checks)), changed: make(chan struct{})}
+	allOK := true
+	var stableSince time.Time
+	for i, r := range report.Checks {
+		since := now
+		if p, ok := prev.Check(r.Name); ok && p.OK == r.OK {
+			since = p.Since
+		}
+		next.Checks[i] = CheckStatus{CheckResult: r, Since: since}
+		allOK = allOK && r.OK
+		if since.After(stableSince) {
+			stableSince = since
+		}
+	}
+	if allOK {
+		if len(report.Checks) == 0 {
+			stableSince = prev.Since
+		}
+		at := stableSince.Add(g.stableFor)
+		if now.Before(at) {
+			next.ReadyAt = at
+		} else {
+			next.Ready = true
+		}
+	}
+	if prev.Version > 0 && next.sameAs(prev) {
+		return prev
+	}
+	next.Version = prev.Version + 1
+	next.Since = prev.Since
+	if next.Ready != prev.Ready {
+		next.Since = now
+		if next.Ready {
+			g.toReady.Add(1)
+			g.log.Info("readiness gate: ready")
+		} else {
+			g.toNotReady.Add(1)
+			g.log.Warn("readiness gate: not ready", "failing", next.Failing())
+		}
+	}
+	prev.next = next
+	g.state.Store(next)
+	close(prev.changed)
+	return next
+}
+
+// State is an immutable gate verdict. A new State replaces it on every
+// visible change; Changed is closed then.
+type State struct {
+	// Version increases with every published state; 0 means the checks
+	// have not been evaluated yet.
+	Version uint64
+	// Ready: every check has held for the gate's stable-for period.
+	Ready bool
+	// Since is when Ready last changed (or when the gate was created).
+	Since time.Time
+	// ReadyAt is set while every check holds but the damping period runs:
+	// the gate turns ready then unless a check fails first.
+	ReadyAt time.Time
+	// Checks are the latest results, in check order.
+	Checks []CheckStatus
+
+	changed chan struct{}
+	next    *State // set before changed is closed
+}
+
+// CheckStatus is one check's latest result and when its OK last changed.
+type CheckStatus struct {
+	CheckResult
+	Since time.Time `json:"since"`
+}
+
+// Changed is closed when a newer State supersedes this one.
+func (s *State) Changed() <-chan struct{} { return s.changed }
+
+// Next returns the State that superseded s, or nil while s is current.
+// Following Next visits every published state in order, so a slow
+// consumer sees each transition.
+func (s *State) Next() *State {
+	select {
+	case <-s.changed:
+		return s.next
+	default:
+		return nil
+	}
+}
+
+// Check returns the status of the named check.
+func (s *State) Check(name string) (CheckStatus, bool) {
+	for _, c := range s.Checks {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return CheckStatus{}, false
+}
+
+// Failing returns "name: reason" for every failing check.
+func (s *State) Failing() []string {
+	var out []string
+	for _, c := range s.Checks {
+		if !c.OK {
+			out = append(out, c.Name+": "+c.Reason)
+		}
+	}
+	return out
+}
+
+// Permanent reports whether a failing check failed permanently.
+func (s *State) Permanent() bool {
+	for _, c := range s.Checks {
+		if !c.OK && c.Permanent {
+			return true
+		}
+	}
+	return false
+}
+
+// Summary is a one-line description: "ready", "not ready: links: ...",
+// or "not ready: all checks pass, ready at ...".
+func (s *State) Summary() string {
+	switch {
+	case s.Ready:
+		return "ready"
+	case s.Version == 0:
+		return "not ready: checks not evaluated yet"
+	case !s.ReadyAt.IsZero():
+		return "not ready: all checks pass, damping until " + s.ReadyAt.UTC().Format(time.RFC3339)
+	}
+	return "not ready: " + strings.Join(s.Failing(), "; ")
+}
+
+func (s *State) sameAs(o *State) bool {
+	if s.Ready != o.Ready || !s.ReadyAt.Equal(o.ReadyAt) || len(s.Checks) != len(o.Checks) {
+		return false
+	}
+	for i := range s.Checks {
+		if s.Checks[i].CheckResult != o.Checks[i].CheckResult {
+			return false
+		}
+	}
+	return true
+}

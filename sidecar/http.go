@@ -1,0 +1,457 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// HandlerOptions configure the HTTP endpoints.
+type HandlerOptions struct {
+	// MaxWait caps ?wait= (default 5m).
+	MaxWait time.Duration
+	// MaxWaiters bounds concurrent long-polls; beyond it /ready?wait=
+	// answers 429 (default 1024).
+	MaxWaiters int
+	// MaxSubscribers bounds concurrent /events streams; beyond it 429
+	// (default 64).
+	MaxSubscribers int
+	// Heartbeat is the /events comment interval (default 15s).
+	Heartbeat time.Duration
+	// WriteTimeout bounds each /events write, so a stuck client cannot
+	// pin a stream forever, and is added to a long-poll's write deadline
+	// (default 10s).
+	WriteTimeout time.Duration
+}
+
+// Handler serves the gate over HTTP:
+//
+//	GET /ready                 200 "ok" or 503 with "[-]name failed: reason" lines
+//	GET /ready?verbose         every check as "[+]name ok" / "[-]name failed: reason",
+//	                           then "readyz check passed" or "readyz check failed"
+//	GET /ready?exclude=NAME    judge without NAME (repeatable); damping still applies
+//	GET /ready/NAME            one check's current result, undamped; 404 if unknown
+//	GET /ready?wait=30s        long-poll: answer as soon as ready, or 503 when the
+//	                           wait (capped at MaxWait; bare numbers are seconds) ends
+//	GET /events                Server-Sent Events, see serveEvents
+//
+// A failing /ready lists every check, as ?verbose does. With
+// "Accept: application/json" /ready answers
+// {"ready":..., "since":..., "checks":[{"name","ok","reason","since"}]}.
+// The status code always carries the verdict: 200 ready, 503 not; 429
+// when too many long-polls or streams are open. Waits and heartbeats run
+// on the gate's Clock.
+type Handler struct {
+	gate        *Gate
+	clock       Clock
+	opts        HandlerOptions
+	waiters     chan struct{}
+	subscribers chan struct{}
+	done        chan struct{}
+	closeOnce   sync.Once
+
+	// onWait, if set, is called when a long-poll starts blocking (tests).
+	onWait func()
+}
+
+// NewHandler returns the HTTP handler for g. Close it on shutdown.
+func NewHandler(g *Gate, opts HandlerOptions) *Handler {
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = 5 * time.Minute
+	}
+	if opts.MaxWaiters <= 0 {
+		opts.MaxWaiters = 1024
+	}
+	if opts.MaxSubscribers <= 0 {
+		opts.MaxSubscribers = 64
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	return &Handler{
+		gate:        g,
+		clock:       g.clock,
+		opts:        opts,
+		waiters:     make(chan struct{}, opts.MaxWaiters),
+		subscribers: make(chan struct{}, opts.MaxSubscribers),
+		done:        make(chan struct{}),
+	}
+}
+
+// Register mounts the handler's paths on mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.Handle("/ready", h)
+	mux.Handle("/ready/", h)
+	mux.Handle("/events", h)
+}
+
+// Close ends every long-poll (with 503) and every event stream, and makes
+// later requests answer at once. It does not wait for handlers to return;
+// http.Server.Shutdown does.
+func (h *Handler) Close() {
+	h.closeOnce.Do(func() { close(h.done) })
+}
+
+func (h *Handler) closed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	switch p := r.URL.Path; {
+	case p == "/events":
+		h.serveEvents(w, r)
+	case p == "/ready" || p == "/ready/":
+		h.serveReady(w, r, "")
+	case strings.HasPrefix(p, "/ready/"):
+		name := strings.TrimPrefix(p, "/ready/")
+		if !slices.Contains(h.gate.names, name) {
+			http.Error(w, fmt.Sprintf("no such check: %q", name), http.StatusNotFound)
+			return
+		}
+		h.serveReady(w, r, name)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// verdict is one request's view of a State.
+type verdict struct {
+	ready    bool
+	readyAt  time.Time // damping deadline, when every judged check holds
+	since    time.Time
+	checks   []CheckStatus
+	excluded map[string]bool
+	damped   bool // readyAt comes from this request's exclusions
+}
+
+// judge derives the answer for one check (single), for the whole gate, or
+// for the gate without the excluded checks. Exclusions keep the damping:
+// the remaining checks must all have held for stable-for.
+func (h *Handler) judge(st *State, single string, excluded map[string]bool, now time.Time) verdict {
+	v := verdict{since: st.Since, excluded: excluded}
+	if single != "" {
+		c, ok := st.Check(single)
+		if !ok {
+			c = CheckStatus{CheckResult: CheckResult{Name: single, Reason: "not evaluated yet"}, Since: st.Since}
+		}
+		v.ready, v.since, v.checks = c.OK, c.Since, []CheckStatus{c}
+		return v
+	}
+	v.checks = st.Checks
+	if len(excluded) == 0 || st.Version == 0 {
+		v.ready, v.readyAt = st.Ready, st.ReadyAt
+		return v
+	}
+	var stableSince time.Time
+	for _, c := range st.Checks {
+		if excluded[c.Name] {
+			continue
+		}
+		if !c.OK {
+			return v
+		}
+		if c.Since.After(stableSince) {
+			stableSince = c.Since
+		}
+	}
+	at := stableSince.Add(h.gate.stableFor)
+	if now.Before(at) {
+		v.readyAt, v.damped = at, true
+	} else {
+		v.ready = true
+	}
+	return v
+}
+
+// parseWait accepts a Go duration ("30s") or bare seconds ("30").
+func parseWait(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, err2 := strconv.ParseFloat(s, 64)
+		if err2 != nil {
+			return 0, fmt.Errorf("wait %q: want a duration such as 30s", s)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("wait %q: negative", s)
+	}
+	return d, nil
+}
+
+func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single string) {
+	q := r.URL.Query()
+	wait, err := parseWait(q.Get("wait"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	wait = min(wait, h.opts.MaxWait)
+	excluded := map[string]bool{}
+	var unknown []string
+	for _, name := range q["exclude"] {
+		if slices.Contains(h.gate.names, name) {
+			excluded[name] = true
+		} else {
+			unknown = append(unknown, name)
+		}
+	}
+	judge := func(st *State) verdict { return h.judge(st, single, excluded, h.clock.Now()) }
+	v := judge(h.gate.State())
+	if wait > 0 && !v.ready && !h.closed() {
+		select {
+		case h.waiters <- struct{}{}:
+			defer func() { <-h.waiters }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many waiting requests", http.StatusTooManyRequests)
+			return
+		}
+		// Outlive a server-wide WriteTimeout for the length of the wait.
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Now().Add(wait + h.opts.WriteTimeout))
+		var stay bool
+		if v, stay = h.await(r, judge, wait); !stay {
+			return
+		}
+	}
+	_, verbose := q["verbose"]
+	h.respond(w, r, v, verbose, unknown)
+}
+
+// await long-polls: it returns the verdict once it is ready, the wait has
+// ended or the handler is closed; stay is false when the client has left.
+func (h *Handler) await(r *http.Request, judge func(*State) verdict, wait time.Duration) (verdict, bool) {
+	deadline := h.clock.NewTimer(wait)
+	defer deadline.Stop()
+	if h.onWait != nil {
+		h.onWait()
+	}
+	st := h.gate.State()
+	v := judge(st)
+	for ; !v.ready; v = judge(st) {
+		// With exclusions the damping deadline is this request's own:
+		// the gate publishes nothing when it passes.
+		var damp Timer
+		var dampC <-chan time.Time
+		if v.damped {
+			damp = h.clock.NewTimer(max(v.readyAt.Sub(h.clock.Now()), 0))
+			dampC = damp.C()
+		}
+		done, gone := false, false
+		select {
+		case <-st.Changed():
+			st = h.gate.State()
+		case <-dampC:
+		case <-deadline.C():
+			done = true
+		case <-h.done:
+			done = true
+		case <-r.Context().Done():
+			done, gone = true, true
+		}
+		if damp != nil {
+			damp.Stop()
+		}
+		if done {
+			return judge(h.gate.State()), !gone
+		}
+	}
+	return v, true
+}
+
+// readyDoc is the JSON form of /ready and of /events payloads.
+type readyDoc struct {
+	Ready    bool       `json:"ready"`
+	Since    time.Time  `json:"since"`
+	ReadyAt  time.Time  `json:"ready_at,omitzero"`
+	Checks   []checkDoc `json:"checks"`
+	Warnings []string   `json:"warnings,omitempty"`
+	Version  uint64     `json:"version,omitempty"`
+}
+
+type checkDoc struct {
+	CheckStatus
+	Excluded bool `json:"excluded,omitempty"`
+}
+
+func newReadyDoc(v verdict) readyDoc {
+	d := readyDoc{Ready: v.ready, Since: v.since.UTC(), ReadyAt: v.readyAt.UTC(), Checks: make([]checkDoc, 0, len(v.checks))}
+	for _, c := range v.checks {
+		c.Since = c.Since.UTC()
+		d.Checks = append(d.Checks, checkDoc{CheckStatus: c, Excluded: v.excluded[c.Name]})
+	}
+	return d
+}
+
+func wantsJSON(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "application/json" {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Handler) respond(w http.ResponseWriter, r *http.Request, v verdict, verbose bool, unknown []string) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	code := http.StatusOK
+	if !v.ready {
+		code = http.StatusServiceUnavailable
+	}
+	if wantsJSON(r) {
+		doc := newReadyDoc(v)
+		if len(unknown) > 0 {
+			doc.Warnings = []string{excludeWarning(unknown)}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(doc)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	if v.ready && !verbose {
+		fmt.Fprint(w, "ok")
+		return
+	}
+	var b strings.Builder
+	for _, c := range v.checks {
+		switch {
+		case v.excluded[c.Name]:
+			fmt.Fprintf(&b, "[+]%s excluded: ok\n", c.Name)
+		case c.OK:
+			fmt.Fprintf(&b, "[+]%s ok\n", c.Name)
+		default:
+			fmt.Fprintf(&b, "[-]%s failed: %s\n", c.Name, c.Reason)
+		}
+	}
+	if !v.ready && !v.readyAt.IsZero() {
+		fmt.Fprintf(&b, "[-]stable-for failed: checks must hold for %s, ready at %s\n",
+			h.gate.stableFor, v.readyAt.UTC().Format(time.RFC3339Nano))
+	}
+	if !v.ready && len(v.checks) == 0 {
+		b.WriteString("[-]gate failed: checks not evaluated yet\n")
+	}
+	if len(unknown) > 0 {
+		b.WriteString(excludeWarning(unknown) + "\n")
+	}
+	if v.ready {
+		b.WriteString("readyz check passed\n")
+	} else {
+		b.WriteString("readyz check failed\n")
+	}
+	fmt.Fprint(w, b.String())
+}
+
+func excludeWarning(unknown []string) string {
+	q := make([]string, len(unknown))
+	for i, u := range unknown {
+		q[i] = strconv.Quote(u)
+	}
+	return "warn: some checks cannot be excluded: no matches for " + strings.Join(q, ",")
+}
+
+// serveEvents streams gate transitions as Server-Sent Events. The first
+// event is the current state; after that one event per transition, in
+// order, none skipped:
+//
+//	id: <state version>
+//	event: ready | not_ready
+//	data: <the /ready JSON document>
+//
+// A ": heartbeat" comment is sent every Heartbeat. The stream ends when
+// the client goes away or the handler is closed.
+func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.subscribers <- struct{}{}:
+		defer func() { <-h.subscribers }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many event subscribers", http.StatusTooManyRequests)
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	write := func(s string) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+		if _, err := fmt.Fprint(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	event := func(st *State) bool {
+		name := "not_ready"
+		if st.Ready {
+			name = "ready"
+		}
+		doc := newReadyDoc(verdict{ready: st.Ready, readyAt: st.ReadyAt, since: st.Since, checks: st.Checks})
+		doc.Version = st.Version
+		data, err := json.Marshal(doc)
+		if err != nil {
+			return false
+		}
+		return write(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", st.Version, name, data))
+	}
+
+	st := h.gate.State()
+	if !event(st) {
+		return
+	}
+	last := st.Ready
+	heartbeat := h.clock.NewTimer(h.opts.Heartbeat)
+	defer func() { heartbeat.Stop() }()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-h.done:
+			return
+		case <-heartbeat.C():
+			if !write(": heartbeat\n\n") {
+				return
+			}
+			heartbeat = h.clock.NewTimer(h.opts.Heartbeat)
+		case <-st.Changed():
+			for n := st.Next(); n != nil; n = n.Next() {
+				st = n
+				if st.Ready != last {
+					if !event(st) {
+						return
+					}
+					last = st.Ready
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,326 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// vcenterGate runs a gate over a healthy static snapshot and a fake vCenter.
+func vcenterGate(t *testing.T, opts GateOptions, vc *fakeVCenter) *Gate {
+	t.Helper()
+	opts.Snapshots = healthySnapshot()
+	opts.VCenter = vc
+	opts.Checks = []Check{LinksCheck(), VCenterCheck(0)}
+	return startGate(t, opts)
+}
+
+func TestReadyEndpoints(t *testing.T) {
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{}, vc)
+	h := NewHandler(g, HandlerOptions{})
+	t.Cleanup(h.Close)
+	mux := http.NewServeMux()
+	h.Register(mux)
+	waitState(t, g, "vcenter failing", checkFails(CheckVCenter, "refused"))
+
+	failed := "[+]links ok\n[-]vcenter failed: network: connection refused\nreadyz check failed\n"
+	for _, tc := range []struct {
+		target string
+		code   int
+		body   string
+	}{
+		{"/ready", 503, failed},
+		{"/ready?verbose", 503, failed},
+		{"/ready?exclude=vcenter", 200, "ok"},
+		{"/ready?exclude=vcenter&verbose", 200, "[+]links ok\n[+]vcenter excluded: ok\nreadyz check passed\n"},
+		{"/ready?exclude=links&exclude=vcenter", 200, "ok"},
+		{"/ready?exclude=nosuch&verbose", 503, "[+]links ok\n[-]vcenter failed: network: connection refused\n" +
+			"warn: some checks cannot be excluded: no matches for \"nosuch\"\nreadyz check failed\n"},
+		{"/ready/links", 200, "ok"},
+		{"/ready/links?verbose", 200, "[+]links ok\nreadyz check passed\n"},
+		{"/ready/vcenter", 503, "[-]vcenter failed: network: connection refused\nreadyz check failed\n"},
+		{"/ready/nosuch", 404, "no such check: \"nosuch\"\n"},
+		{"/ready?wait=soon", 400, "wait \"soon\": want a duration such as 30s\n"},
+		{"/elsewhere", 404, "404 page not found\n"},
+	} {
+		code, body := get(t, mux, tc.target)
+		if code != tc.code || body != tc.body {
+			t.Errorf("GET %s: %d %q, want %d %q", tc.target, code, body, tc.code, tc.body)
+		}
+	}
+
+	code, body := get(t, h, "/ready", "Accept", "text/plain;q=0.5, application/json")
+	var doc struct {
+		Ready  bool      `json:"ready"`
+		Since  time.Time `json:"since"`
+		Checks []struct {
+			Name   string `json:"name"`
+			OK     bool   `json:"ok"`
+			Reason string `json:"reason"`
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("JSON: %v: %s", err, body)
+	}
+	if code != 503 || doc.Ready || doc.Since.IsZero() || len(doc.Checks) != 2 ||
+		doc.Checks[0].Name != "links" || !doc.Checks[0].OK ||
+		doc.Checks[1].Name != "vcenter" || doc.Checks[1].OK || doc.Checks[1].Reason != "network: connection refused" {
+		t.Errorf("JSON: %d %+v", code, doc)
+	}
+
+	req := httptest.NewRequest(http.MethodPost, "/ready", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", rec.Code)
+	}
+}
+
+func TestExcludeKeepsDamping(t *testing.T) {
+	clk := newFakeClock()
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{StableFor: 10 * time.Second, Clock: clk}, vc)
+	h := NewHandler(g, HandlerOptions{})
+	waiting := make(chan struct{})
+	h.onWait = func() { close(waiting) }
+	srv := serve(t, h)
+	t0 := clk.Now()
+	waitState(t, g, "evaluated", isNotReady)
+
+	code, body := get(t, h, "/ready?exclude=vcenter&verbose")
+	if code != 503 || !strings.Contains(body, "[-]stable-for failed: checks must hold for 10s, ready at 2030-01-02T03:04:15Z\n") {
+		t.Errorf("excluded but damping: %d %q", code, body)
+	}
+
+	// A long-poll with the exclusion wakes at its own damping deadline.
+	resp := make(chan int, 1)
+	go func() {
+		r, err := srv.Client().Get(srv.URL + "/ready?exclude=vcenter&wait=1h")
+		if err != nil {
+			t.Error(err)
+			resp <- 0
+			return
+		}
+		r.Body.Close()
+		resp <- r.StatusCode
+	}()
+	recv(t, waiting, "long-poll parked")
+	clk.waitTimer(t, t0.Add(10*time.Second))
+	clk.Advance(10 * time.Second)
+	if code := recv(t, resp, "long-poll answer"); code != 200 {
+		t.Errorf("long-poll with exclusion after damping: %d", code)
+	}
+	if code, _ := get(t, h, "/ready"); code != 503 {
+		t.Errorf("gate without exclusion: %d, want 503", code)
+	}
+}
+
+func TestLongPoll(t *testing.T) {
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{}, vc)
+	h := NewHandler(g, HandlerOptions{MaxWaiters: 1})
+	waiting := make(chan struct{}, 1)
+	h.onWait = func() { waiting <- struct{}{} }
+	srv := serve(t, h)
+	waitState(t, g, "not ready", isNotReady)
+
+	// The wait ends with 503.
+	if code := fetch(t, srv, "/ready?wait=20ms"); code != 503 {
+		t.Errorf("short wait: %d, want 503", code)
+	}
+	recv(t, waiting, "the short long-poll parked")
+
+	resp := make(chan int, 1)
+	go func() { resp <- fetch(t, srv, "/ready?wait=1m") }()
+	recv(t, waiting, "long-poll parked")
+
+	// Only one waiter fits.
+	if code := fetch(t, srv, "/ready?wait=1m"); code != http.StatusTooManyRequests {
+		t.Errorf("second waiter: %d, want 429", code)
+	}
+
+	vc.set(vcUp(time.Now()))
+	if code := recv(t, resp, "waiter woken by the transition"); code != 200 {
+		t.Errorf("waiter after transition: %d, want 200", code)
+	}
+
+	// Shutdown answers a pending waiter with 503.
+	vc.set(vcRefused())
+	waitState(t, g, "not ready", isNotReady)
+	go func() { resp <- fetch(t, srv, "/ready?wait=1m") }()
+	recv(t, waiting, "long-poll parked")
+	h.Close()
+	if code := recv(t, resp, "waiter released by Close"); code != 503 {
+		t.Errorf("waiter at shutdown: %d, want 503", code)
+	}
+}
+
+func fetch(t *testing.T, srv *httptest.Server, path string) int {
+	r, err := srv.Client().Get(srv.URL + path)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	return r.StatusCode
+}
+
+type sseEvent struct{ id, event, data string }
+
+// readEvents parses an SSE stream until EOF, then closes out.
+func readEvents(body io.Reader, out chan<- sseEvent, heartbeats chan<- struct{}) {
+	defer close(out)
+	sc := bufio.NewScanner(body)
+	var ev sseEvent
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.event != "" {
+				out <- ev
+			}
+			ev = sseEvent{}
+		case strings.HasPrefix(line, ": heartbeat"):
+			select {
+			case heartbeats <- struct{}{}:
+			default:
+			}
+		case strings.HasPrefix(line, "id: "):
+			ev.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "event: "):
+			ev.event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			ev.data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+}
+
+func TestEventStream(t *testing.T) {
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{}, vc)
+	h := NewHandler(g, HandlerOptions{MaxSubscribers: 1, Heartbeat: 5 * time.Millisecond})
+	srv := serve(t, h)
+	waitState(t, g, "not ready", isNotReady)
+
+	resp, err := srv.Client().Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, ct)
+	}
+	events := make(chan sseEvent)
+	heartbeats := make(chan struct{}, 1)
+	go readEvents(resp.Body, events, heartbeats)
+	next := func() sseEvent {
+		t.Helper()
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("stream ended early")
+			}
+			return ev
+		case <-time.After(hang):
+			t.Fatal("no event")
+		}
+		return sseEvent{}
+	}
+
+	if ev := next(); ev.event != "not_ready" || !strings.Contains(ev.data, `"reason":"network: connection refused"`) {
+		t.Errorf("initial event: %+v", ev)
+	}
+	if code := fetch(t, srv, "/events"); code != http.StatusTooManyRequests {
+		t.Errorf("second subscriber: %d, want 429", code)
+	}
+	vc.set(vcUp(time.Now()))
+	ev := next()
+	var doc struct {
+		Ready   bool   `json:"ready"`
+		Version uint64 `json:"version"`
+		Checks  []any  `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(ev.data), &doc); ev.event != "ready" || err != nil || !doc.Ready || len(doc.Checks) != 2 || ev.id == "" {
+		t.Errorf("ready event: %+v (%v)", ev, err)
+	}
+	vc.set(vcRefused())
+	if ev := next(); ev.event != "not_ready" {
+		t.Errorf("third event: %+v", ev)
+	}
+	select {
+	case <-heartbeats:
+	case <-time.After(hang):
+		t.Error("no heartbeat comment")
+	}
+	h.Close()
+	select {
+	case _, ok := <-events:
+		if ok {
+			t.Error("event after Close")
+		}
+	case <-time.After(hang):
+		t.Fatal("stream did not end on Close")
+	}
+}
+
+// TestGracefulShutdown starts every long-running part, with a waiter and
+// a stream open, then shuts down and checks nothing is left running.
+func TestGracefulShutdown(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithCancel(context.Background())
+	vc := newFakeVCenter(vcRefused())
+	g, err := NewGate(GateOptions{Snapshots: healthySnapshot(), VCenter: vc, Checks: []Check{LinksCheck(), VCenterCheck(0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := NewWebhooks(g, WebhookOptions{Hooks: []Webhook{{URL: "http://127.0.0.1:1/hook"}}, Backoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(g, HandlerOptions{})
+	waiting := make(chan struct{})
+	h.onWait = func() { close(waiting) }
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer h.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = g.Run(ctx) })
+	wg.Go(func() { _ = hooks.Run(ctx) })
+	waitState(t, g, "not ready", isNotReady)
+	vc.set(vcUp(time.Now())) // a transition for the webhook to retry forever
+	waitState(t, g, "ready", isReady)
+	vc.set(vcRefused())
+	waitState(t, g, "not ready", isNotReady)
+
+	code := make(chan int, 1)
+	go func() { code <- fetch(t, srv, "/ready?wait=1h") }()
+	recv(t, waiting, "long-poll parked")
+	stream, err := srv.Client().Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cancel()
+	h.Close()
+	if c := recv(t, code, "waiter released"); c != 503 {
+		t.Errorf("waiter at shutdown: %d", c)
+	}
+	_, _ = io.Copy(io.Discard, stream.Body) // ends because the handler returned
+	stream.Body.Close()
+	wg.Wait()
+	srv.Close()
+}

@@ -1,0 +1,305 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/linkgate/linkgate/collector"
+)
+
+// ErrTimeout is wrapped by WaitURL and WaitLocal when the timeout ends
+// before the condition holds. Any other error is a hard error.
+var ErrTimeout = errors.New("timed out")
+
+// Exit codes of `linkgate wait`, as nm-online: ready, timed out, error.
+const (
+	ExitReady    = 0
+	ExitTimedOut = 1
+	ExitError    = 2
+)
+
+// ExitCode maps a WaitURL or WaitLocal result to its exit code.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return ExitReady
+	case errors.Is(err, ErrTimeout):
+		return ExitTimedOut
+	}
+	return ExitError
+}
+
+const (
+	waitGrace      = 5 * time.Second // server's answer beyond the requested wait
+	waitMinBackoff = 100 * time.Millisecond
+	waitMaxBackoff = 2 * time.Second
+)
+
+// WaitURL long-polls a running sidecar's /ready (?wait=) until it answers
+// 200 (nil), the timeout ends (an error wrapping ErrTimeout), or something
+// is wrong that waiting will not fix (any other error: a bad URL, 401,
+// 404, a TLS failure, an unknown host). Connection refused or reset, 503,
+// 502, 504 and 429 are retried with a small backoff: the sidecar may be
+// starting, restarting or shedding waiters. A URL without a path means
+// /ready; its query (exclude=, ...) is kept. A timeout <= 0 asks once.
+// When ctx ends first, ctx.Err() is returned.
+func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout time.Duration) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("wait: bad URL: %w", redactURLError(err))
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("wait: bad URL %s: want http(s)://host[:port][/ready]", u.Redacted())
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/ready"
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	deadline := time.Now().Add(max(timeout, 0))
+	backoff := waitMinBackoff
+	last := "no answer yet"
+	for {
+		remaining := max(time.Until(deadline), 0)
+		q := u.Query()
+		q.Set("wait", remaining.Round(time.Millisecond).String())
+		u.RawQuery = q.Encode()
+		started := time.Now()
+		done, reason, err := waitOnce(ctx, client, u, remaining)
+		if err != nil || done {
+			return err
+		}
+		last = reason
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, timeout, u.Redacted(), last)
+		}
+		// An answer that came back quickly (refused, shedding, shutting
+		// down) must not turn into a busy loop.
+		if pause := backoff - time.Since(started); pause > 0 {
+			t := time.NewTimer(min(pause, time.Until(deadline)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff = min(backoff*2, waitMaxBackoff)
+		} else {
+			backoff = waitMinBackoff
+		}
+	}
+}
+
+// waitOnce makes one long-poll request. It returns done for 200, a reason
+// for a retryable answer, or a hard error.
+func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Duration) (bool, string, error) {
+	rctx, cancel := context.WithTimeout(ctx, wait+waitGrace)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return false, "", fmt.Errorf("wait %s: %w", u.Redacted(), redactURLError(err))
+	}
+	req.Header.Set("Accept", "text/plain")
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, "", ctx.Err()
+		}
+		inner := redactURLError(err)
+		if retryableTransport(inner) || errors.Is(inner, context.DeadlineExceeded) {
+			return false, inner.Error(), nil
+		}
+		return false, "", fmt.Errorf("wait %s: %w", u.Redacted(), inner)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, "", nil
+	case http.StatusServiceUnavailable:
+		return false, failedLines(string(body)), nil
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return false, resp.Status, nil
+	}
+	return false, "", fmt.Errorf("wait %s: %s: %s", u.Redacted(), resp.Status, oneLine(string(body)))
+}
+
+func retryableTransport(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// failedLines keeps the "[-]" lines of a /ready answer.
+func failedLines(body string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "[-]") {
+			out = append(out, strings.TrimPrefix(l, "[-]"))
+		}
+	}
+	if len(out) == 0 {
+		return "not ready"
+	}
+	return "not ready: " + strings.Join(out, "; ")
+}
+
+// LinkRequirement is one `linkgate wait` interface argument, IF[:STATE]:
+// the link must reach at least STATE in kernel operstate order
+//
+//	notpresent < down < lowerlayerdown < testing < dormant < up
+//
+// STATE defaults to up. A link counts as up by the collector's rule
+// (collector.IsUp), so an "unknown" link that is admin up with carrier is
+// up; one without carrier ranks as lowerlayerdown, one admin down as down.
+type LinkRequirement struct {
+	Name     string
+	MinState collector.OperState
+}
+
+var operOrder = []collector.OperState{
+	collector.OperNotPresent, collector.OperDown, collector.OperLowerLayerDown,
+	collector.OperTesting, collector.OperDormant, collector.OperUp,
+}
+
+func operRank(o collector.OperState) int {
+	for i, s := range operOrder {
+		if s == o {
+			return i
+		}
+	}
+	return -1
+}
+
+// effectiveOperState places a link in operOrder.
+func effectiveOperState(l collector.Link) collector.OperState {
+	switch {
+	case l.Up:
+		return collector.OperUp
+	case l.OperState == collector.OperUnknown && !l.AdminUp:
+		return collector.OperDown
+	case l.OperState == collector.OperUnknown:
+		return collector.OperLowerLayerDown
+	}
+	return l.OperState
+}
+
+// ParseLinkRequirement parses IF[:STATE], e.g. "eth0", "eth0:up", "wlan0:dormant".
+func ParseLinkRequirement(s string) (LinkRequirement, error) {
+	name, state, hasState := strings.Cut(s, ":")
+	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+		return LinkRequirement{}, fmt.Errorf("interface %q: not a valid interface name", name)
+	}
+	r := LinkRequirement{Name: name, MinState: collector.OperUp}
+	if hasState {
+		o, ok := collector.ParseOperState(state)
+		if !ok || operRank(o) < 0 {
+			return LinkRequirement{}, fmt.Errorf("interface %q: operstate %q: want one of notpresent, down, lowerlayerdown, testing, dormant, up", name, state)
+		}
+		r.MinState = o
+	}
+	return r, nil
+}
+
+func (r LinkRequirement) String() string { return r.Name + ":" + r.MinState.String() }
+
+// LocalWait is what `linkgate wait` waits for without a running sidecar,
+// like systemd-networkd-wait-online.
+type LocalWait struct {
+	// Links to wait for. Empty: any non-loopback link up.
+	Links []LinkRequirement
+	// Any: one of Links is enough (default: all).
+	Any bool
+	// IPv4, IPv6 (-4/-6): a satisfying link must also have a global
+	// address of that family; both set, of both.
+	IPv4, IPv6 bool
+}
+
+// Satisfied reports whether s meets the wait, and if not, why.
+func (w LocalWait) Satisfied(s *collector.Snapshot) (bool, string) {
+	if s == nil || s.Version == 0 {
+		return false, errNoState.Error()
+	}
+	reqs, any := w.Links, w.Any
+	if len(reqs) == 0 {
+		any = true
+		for _, l := range s.Links {
+			if !l.Loopback {
+				reqs = append(reqs, LinkRequirement{Name: l.Name, MinState: collector.OperUp})
+			}
+		}
+		if len(reqs) == 0 {
+			return false, "no non-loopback link"
+		}
+	}
+	var problems []string
+	for _, r := range reqs {
+		if p := w.unmet(s, r); p != "" {
+			problems = append(problems, p)
+		} else if any {
+			return true, ""
+		}
+	}
+	if len(problems) == 0 {
+		return true, ""
+	}
+	return false, strings.Join(problems, "; ")
+}
+
+func (w LocalWait) unmet(s *collector.Snapshot, r LinkRequirement) string {
+	l, ok := s.LinkByName(r.Name)
+	if !ok {
+		return r.Name + ": missing"
+	}
+	if st := effectiveOperState(l); operRank(st) < operRank(r.MinState) {
+		return fmt.Sprintf("%s: operstate %s, want %s", r.Name, st, r.MinState)
+	}
+	var lacking []string
+	if w.IPv4 && !hasGlobalAddress(s, l.Index, collector.FamilyIPv4) {
+		lacking = append(lacking, "inet")
+	}
+	if w.IPv6 && !hasGlobalAddress(s, l.Index, collector.FamilyIPv6) {
+		lacking = append(lacking, "inet6")
+	}
+	if len(lacking) > 0 {
+		return fmt.Sprintf("%s: no global %s address", r.Name, strings.Join(lacking, "/"))
+	}
+	return ""
+}
+
+// WaitLocal waits on src's change signal until w is satisfied (nil), the
+// timeout ends (an error wrapping ErrTimeout, with what is missing), or
+// ctx ends (ctx.Err()). A timeout <= 0 checks the current snapshot once.
+// src must be running; a snapshot before its first dump never satisfies.
+func WaitLocal(ctx context.Context, src Snapshots, w LocalWait, timeout time.Duration) error {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	for {
+		s := src.Snapshot()
+		ok, why := w.Satisfied(s)
+		if ok {
+			return nil
+		}
+		if timeout <= 0 {
+			return fmt.Errorf("%w: %s", ErrTimeout, why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-expired:
+			return fmt.Errorf("%w after %s: %s", ErrTimeout, timeout, why)
+		case <-s.Changed():
+		}
+	}
+}

@@ -1,0 +1,232 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/collector"
+)
+
+func TestWaitURLReady(t *testing.T) {
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{}, vc)
+	h := NewHandler(g, HandlerOptions{})
+	waiting := make(chan struct{}, 1)
+	h.onWait = func() { waiting <- struct{}{} }
+	srv := serve(t, h)
+	waitState(t, g, "not ready", isNotReady)
+
+	done := make(chan error, 1)
+	go func() { done <- WaitURL(context.Background(), srv.Client(), srv.URL, hang) }()
+	recv(t, waiting, "long-poll parked")
+	vc.set(vcUp(time.Now()))
+	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil || ExitCode(err) != ExitReady {
+		t.Errorf("WaitURL = %v, want nil", err)
+	}
+}
+
+func TestWaitURLTimesOut(t *testing.T) {
+	g := vcenterGate(t, GateOptions{}, newFakeVCenter(vcRefused()))
+	h := NewHandler(g, HandlerOptions{})
+	srv := serve(t, h)
+	waitState(t, g, "not ready", isNotReady)
+
+	err := WaitURL(context.Background(), srv.Client(), srv.URL+"/ready?exclude=links", 300*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || ExitCode(err) != ExitTimedOut ||
+		!strings.Contains(err.Error(), "vcenter failed: network: connection refused") {
+		t.Errorf("WaitURL = %v, want a time-out naming the failing check", err)
+	}
+}
+
+func TestWaitURLHardErrors(t *testing.T) {
+	g := vcenterGate(t, GateOptions{}, newFakeVCenter(vcRefused()))
+	h := NewHandler(g, HandlerOptions{})
+	authed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "admin" || p != "right" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="linkgate"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(authed)
+	t.Cleanup(func() { h.Close(); srv.Close() })
+	withAuth := func(user, pass, path string) string {
+		return strings.Replace(srv.URL, "http://", "http://"+user+":"+pass+"@", 1) + path
+	}
+	for _, tc := range []struct{ url, want string }{
+		{withAuth("admin", "wrong-secret", "/ready"), "401 Unauthorized"},
+		{withAuth("admin", "right", "/ready/nosuch"), "404 Not Found"},
+		{"ftp://example.com/ready", "bad URL"},
+		{"http://[::1/ready", "bad URL"},
+		{"http://sidecar.example/ready", "no such host"},
+	} {
+		client := srv.Client()
+		if strings.Contains(tc.url, "sidecar.example") {
+			// No DNS in tests: the transport answers like a resolver would.
+			client = &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "sidecar.example", IsNotFound: true}}
+			}}}
+		}
+		err := WaitURL(context.Background(), client, tc.url, hang)
+		if err == nil || errors.Is(err, ErrTimeout) || ExitCode(err) != ExitError || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("WaitURL(%s) = %v, want a hard error with %q", tc.url, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	}
+}
+
+// TestWaitURLWhileStarting: connection refused is retried until the
+// sidecar listens.
+func TestWaitURLWhileStarting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	refused := make(chan struct{}, 1)
+	dialer := &net.Dialer{}
+	transport := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, a)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			select {
+			case refused <- struct{}{}:
+			default:
+			}
+		}
+		return c, err
+	}}
+	t.Cleanup(transport.CloseIdleConnections)
+	done := make(chan error, 1)
+	go func() {
+		done <- WaitURL(context.Background(), &http.Client{Transport: transport}, "http://"+addr, hang)
+	}()
+	recv(t, refused, "a refused connection")
+
+	g := vcenterGate(t, GateOptions{}, newFakeVCenter(vcUp(time.Now())))
+	h := NewHandler(g, HandlerOptions{})
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("re-listen on %s: %v", addr, err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(func() { h.Close(); srv.Close() })
+	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
+		t.Errorf("WaitURL = %v, want nil once the sidecar is up", err)
+	}
+}
+
+func TestWaitLocal(t *testing.T) {
+	a, b := pair(t)
+	c := startCollector(t, a)
+	va := func(state string) LocalWait {
+		r, err := ParseLinkRequirement("va" + state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return LocalWait{Links: []LinkRequirement{r}}
+	}
+	ctx := context.Background()
+	if err := WaitLocal(ctx, c, va(""), hang); err != nil {
+		t.Errorf("va up: %v", err)
+	}
+	if err := WaitLocal(ctx, c, LocalWait{}, hang); err != nil {
+		t.Errorf("any link up: %v", err)
+	}
+
+	b.IP(t, "link", "set", "vb", "down")
+	waitSnapshot(t, c, "va without carrier", func(s *collector.Snapshot) bool { l, _ := s.LinkByName("va"); return !l.Up })
+	err := WaitLocal(ctx, c, va(":up"), 100*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || ExitCode(err) != ExitTimedOut || !strings.Contains(err.Error(), "va: operstate down, want up") {
+		t.Errorf("va without carrier: %v", err)
+	}
+	if err := WaitLocal(ctx, c, va(":down"), 0); err != nil {
+		t.Errorf("va:down without carrier: %v", err)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- WaitLocal(ctx, c, va(":up"), hang) }()
+	b.IP(t, "link", "set", "vb", "up")
+	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
+		t.Errorf("waiting for carrier: %v", err)
+	}
+
+	inet := va("")
+	inet.IPv4 = true
+	if err := WaitLocal(ctx, c, inet, 0); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "va: no global inet address") {
+		t.Errorf("-4 without address: %v", err)
+	}
+	go func() { done <- WaitLocal(ctx, c, inet, hang) }()
+	a.IP(t, "addr", "add", "10.85.0.1/24", "dev", "va")
+	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
+		t.Errorf("-4 after address: %v", err)
+	}
+
+	missing, _ := ParseLinkRequirement("missing0")
+	both := LocalWait{Links: []LinkRequirement{va("").Links[0], missing}}
+	if err := WaitLocal(ctx, c, both, 0); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "missing0: missing") {
+		t.Errorf("all of va, missing0: %v", err)
+	}
+	both.Any = true
+	if err := WaitLocal(ctx, c, both, 0); err != nil {
+		t.Errorf("--any va missing0: %v", err)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := WaitLocal(cctx, c, both, hang); err != nil {
+		t.Errorf("satisfied wait with a cancelled ctx: %v", err)
+	}
+	if err := WaitLocal(cctx, c, LocalWait{Links: []LinkRequirement{missing}}, hang); !errors.Is(err, context.Canceled) || ExitCode(err) != ExitError {
+		t.Errorf("cancelled: %v", err)
+	}
+}
+
+func TestLocalWaitRules(t *testing.T) {
+	for _, s := range []string{"", ":up", "eth0:routable", "eth0:unknown", "a-very-long-interface-name", "eth0/1"} {
+		if _, err := ParseLinkRequirement(s); err == nil {
+			t.Errorf("ParseLinkRequirement(%q) accepted", s)
+		}
+	}
+	snap := &collector.Snapshot{Version: 1, Links: []collector.Link{
+		{Index: 1, Name: "dorm", AdminUp: true, Carrier: true, OperState: collector.OperDormant},
+		{Index: 2, Name: "tun0", AdminUp: true, Carrier: true, OperState: collector.OperUnknown, Up: true},
+		{Index: 3, Name: "nocarrier", AdminUp: true, OperState: collector.OperUnknown},
+	}}
+	for _, tc := range []struct {
+		spec string
+		ok   bool
+	}{
+		{"dorm:dormant", true},
+		{"dorm:testing", true},
+		{"dorm", false},
+		{"tun0", true},
+		{"nocarrier:lowerlayerdown", true},
+		{"nocarrier:testing", false},
+	} {
+		r, err := ParseLinkRequirement(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, why := (LocalWait{Links: []LinkRequirement{r}}).Satisfied(snap); ok != tc.ok {
+			t.Errorf("%s: satisfied=%v (%s), want %v", tc.spec, ok, why, tc.ok)
+		}
+	}
+	if ok, _ := (LocalWait{}).Satisfied(&collector.Snapshot{}); ok {
+		t.Error("satisfied before the first dump")
+	}
+}
