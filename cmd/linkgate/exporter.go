@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -106,7 +108,7 @@ func (x *exporterCmd) Run(env *runEnv) error {
 		return nil
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 
 	col, err := collector.New(collector.Options{
@@ -126,11 +128,11 @@ func (x *exporterCmd) Run(env *runEnv) error {
 	reg := newRegistry(col)
 	if prober != nil {
 		reg.MustRegister(prober)
-		loops = append(loops, prober.Run)
+		loops = append(loops, afterSync(col, prober.Run))
 	}
 
 	srv := newServer(env, &x.webFlags, reg, col.Alive)
-	return serve(ctx, env, srv, &x.webFlags, loops...)
+	return serve(ctx, env, srv, &x.webFlags, serveOptions{loops: loops})
 }
 
 func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
@@ -145,8 +147,11 @@ func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 }
 
 // newServer builds the HTTP server: landing page, metrics, liveness.
-func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, alive func() bool) *http.Server {
+func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, alive func() bool, register ...func(*http.ServeMux)) *http.Server {
 	mux := http.NewServeMux()
+	for _, r := range register {
+		r(mux)
+	}
 	mux.Handle(w.TelemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            slogErrorLog{env.logger},
 		MaxRequestsInFlight: 10,
@@ -189,33 +194,79 @@ type slogErrorLog struct {
 
 func (s slogErrorLog) Println(v ...any) { s.l.Error(fmt.Sprint(v...)) }
 
-// serve runs the HTTP server and the event loops until ctx ends or one of
-// them fails, then shuts everything down and waits for it.
-func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, loops ...func(context.Context) error) error {
+// signalContext ends on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// serveOptions are the parts of a long-running command besides HTTP.
+type serveOptions struct {
+	loops          []func(context.Context) error // run until ctx ends
+	afterListen    []func(context.Context) error // started once the listeners are open
+	beforeShutdown func()                        // e.g. release long-poll waiters
+	reload         func()                        // on SIGHUP
+}
+
+// serve opens the listeners, runs the HTTP server and the loops until ctx
+// ends or one of them fails, then shuts everything down and waits for it.
+func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, o serveOptions) error {
+	listeners := make([]net.Listener, 0, len(w.ListenAddress))
+	for _, addr := range w.ListenAddress {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listen: %w", err)
+		}
+		listeners = append(listeners, l)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(loops)+1)
-	for _, loop := range loops {
+	all := append(slices.Clone(o.loops), o.afterListen...)
+	errc := make(chan error, len(all)+1)
+	for _, loop := range all {
 		go func() { errc <- loop(ctx) }()
 	}
 	go func() {
-		err := web.ListenAndServe(srv, &web.FlagConfig{WebListenAddresses: &w.ListenAddress, WebConfigFile: &w.ConfigFile}, env.logger)
+		err := web.ServeMultiple(listeners, srv, &web.FlagConfig{WebListenAddresses: &w.ListenAddress, WebConfigFile: &w.ConfigFile}, env.logger)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
 		errc <- err
 	}()
-	var first error
-	pending := len(loops) + 1
-	select {
-	case <-ctx.Done():
-	case first = <-errc:
-		pending--
+	hup := make(chan os.Signal, 1)
+	if o.reload != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
 	}
-	cancel()
+	var first error
+	pending := len(all) + 1
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-errc:
+			pending--
+			if err == nil {
+				continue // a part with nothing to do (no NOTIFY_SOCKET)
+			}
+			first = err
+			break wait
+		case <-hup:
+			env.logger.Info("SIGHUP: reloading configuration")
+			o.reload()
+		}
+	}
+	env.logger.Info("shutting down")
+	if o.beforeShutdown != nil {
+		o.beforeShutdown()
+	}
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	_ = srv.Shutdown(shutdownCtx)
+	cancel()
 	for range pending {
 		if err := <-errc; err != nil && first == nil {
 			first = err

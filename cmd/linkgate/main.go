@@ -77,6 +77,10 @@ type cli struct {
 	globalFlags
 
 	Exporter exporterCmd `cmd:"" help:"Serve Prometheus metrics about links, addresses, routes, neighbours and vCenter."`
+	Sidecar  sidecarCmd  `cmd:"" help:"Exporter plus the /ready gate other containers wait on before they migrate."`
+	Wait     waitCmd     `cmd:"" help:"Block until ready: a running sidecar (--url) or local links. Exit 0 ready, 1 timed out, 2 error."`
+	Check    checkCmd    `cmd:"" help:"Evaluate every readiness check once and print why. Exit 0 ready, 1 not ready, 2 error."`
+	Demo     demoCmd     `cmd:"" help:"Run the sidecar against an in-process vCenter simulator; no configuration needed."`
 	Version  versionCmd  `cmd:"" help:"Print version information."`
 }
 
@@ -139,9 +143,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	c := &p.cli
-	env := &runEnv{stdout: stdout, stderr: stderr, kctx: p.kctx, res: p.res, global: &c.globalFlags}
-	env.logger = newLogger(stderr, c.LogLevel, c.LogFormat)
+	env := &runEnv{stdout: stdout, stderr: stderr, kctx: p.kctx, res: p.res, global: &c.globalFlags, args: args}
+	env.level = new(slog.LevelVar)
+	env.level.Set(parseLevel(c.LogLevel))
+	env.logger = newLogger(stderr, env.level, c.LogFormat)
 	if err := p.kctx.Run(env); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				fmt.Fprintf(stderr, "linkgate: %v\n", ee.err)
+			}
+			return ee.code
+		}
 		fmt.Fprintf(stderr, "linkgate: %v\n", err)
 		var ce *configError
 		if errors.As(err, &ce) {
@@ -159,6 +172,46 @@ type runEnv struct {
 	res            *fileResolver
 	global         *globalFlags
 	logger         *slog.Logger
+	level          *slog.LevelVar // changed by a configuration reload
+	args           []string      // re-parsed on SIGHUP
+	demo           bool
+}
+
+// exitError ends the program with a specific exit code (wait, check).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// isSet reports whether a flag was given on the command line, in the
+// environment or in the configuration file (not just defaulted).
+func (e *runEnv) isSet(flag string) bool {
+	if e.kctx == nil {
+		return false
+	}
+	for _, p := range e.kctx.Path {
+		if p.Flag != nil && p.Flag.Name == flag {
+			return true
+		}
+	}
+	for _, f := range e.kctx.Flags() {
+		if f.Name != flag {
+			continue
+		}
+		for _, env := range f.Envs {
+			if _, ok := os.LookupEnv(env); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // origin names where a flag's value came from: flag, env var, or file:line.
@@ -168,10 +221,14 @@ func (e *runEnv) invalid(flag, format string, args ...any) error {
 	return configErrorf("%s: %s", e.origin(flag), fmt.Sprintf(format, args...))
 }
 
-func newLogger(w io.Writer, level, format string) *slog.Logger {
+func parseLevel(level string) slog.Level {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: lv}
+	return lv
+}
+
+func newLogger(w io.Writer, level slog.Leveler, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

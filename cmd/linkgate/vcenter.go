@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 
@@ -76,4 +77,17 @@ func (e *runEnv) probeConfigError(err error) error {
 		}
 	}
 	return configErrorf("vcenter: %v", err)
+}
+
+// afterSync starts run once the collector has its first kernel dump, so
+// the probe does not mistake the empty initial snapshot for an outage.
+func afterSync(col interface{ Synced() <-chan struct{} }, run func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		select {
+		case <-col.Synced():
+			return run(ctx)
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }

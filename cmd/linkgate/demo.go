@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strings"
+)
+
+// demoCmd is the newcomer's command: the sidecar against govmomi's vCenter
+// simulator running in-process on loopback, watching this machine's
+// interfaces. Nothing to configure.
+type demoCmd struct {
+	ListenAddress string `name:"web.listen-address" default:"127.0.0.1:9977" help:"Address to serve on."`
+}
+
+func (d *demoCmd) Run(env *runEnv) error {
+	sim, err := startVCSim()
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+	pwFile, err := sim.PasswordFile()
+	if err != nil {
+		return err
+	}
+	// Parse a sidecar command line so the demo has exactly the sidecar's
+	// defaults. The password stays in a private file, out of argv.
+	args := []string{"sidecar",
+		"--web.listen-address", d.ListenAddress,
+		"--vcenter.url", sim.URL,
+		"--vcenter.user", sim.User,
+		"--vcenter.password-file", pwFile,
+		"--vcenter.ca-file", sim.CAFile,
+		"--vcenter.interval", "5s",
+		"--log.level", env.global.LogLevel,
+		"--log.format", env.global.LogFormat,
+	}
+	p, code := parse(args, env.stdout, env.stderr)
+	if code >= 0 {
+		return &exitError{code, nil}
+	}
+	s := p.cli.Sidecar
+	denv := *env
+	denv.kctx, denv.res, denv.args, denv.demo = p.kctx, p.res, args, true
+	filter, err := s.validate(&denv)
+	if err != nil {
+		return err
+	}
+	base := "http://" + displayAddr(d.ListenAddress)
+	fmt.Fprintf(env.stdout, `linkgate demo: a vCenter simulator runs in-process at %s
+(user %s, password in %s), and the sidecar watches this machine's interfaces.
+
+  %s/ready?verbose   the readiness gate, check by check
+  %s/metrics         Prometheus metrics (linkgate_link_*, linkgate_vcenter_*, linkgate_ready)
+  %s/events          gate transitions as Server-Sent Events
+  linkgate wait --url %s/ready   blocks until ready (exit 0), as a migration container would
+
+Take a link down (ip link set DEV down) to watch the gate close. Ctrl-C stops.
+`, sim.URL, sim.User, pwFile, base, base, base, base)
+	ctx, stop := signalContext()
+	defer stop()
+	return s.run(ctx, &denv, filter)
+}
+
+// displayAddr turns a listen address into one a browser can open.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + port
+}
