@@ -173,7 +173,7 @@ type runEnv struct {
 	global         *globalFlags
 	logger         *slog.Logger
 	level          *slog.LevelVar // changed by a configuration reload
-	args           []string      // re-parsed on SIGHUP
+	args           []string       // re-parsed on SIGHUP
 	demo           bool
 }
 

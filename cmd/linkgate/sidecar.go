@@ -273,7 +273,9 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // logWriter turns parse errors into log lines during a reload.
-type logWriter struct{ l interface{ Error(string, ...any) } }
+type logWriter struct {
+	l interface{ Error(string, ...any) }
+}
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	w.l.Error("configuration reload", "err", string(trimNL(p)))
