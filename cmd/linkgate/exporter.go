@@ -221,6 +221,12 @@ func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, o se
 		}
 		listeners = append(listeners, l)
 	}
+	// Registered before serving: once /ready answers, SIGHUP reloads.
+	hup := make(chan os.Signal, 1)
+	if o.reload != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	all := append(slices.Clone(o.loops), o.afterListen...)
@@ -235,11 +241,6 @@ func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, o se
 		}
 		errc <- err
 	}()
-	hup := make(chan os.Signal, 1)
-	if o.reload != nil {
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-	}
 	var first error
 	pending := len(all) + 1
 wait:

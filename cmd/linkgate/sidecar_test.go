@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/netnstest"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// sidecarEnv is a sidecar watching a private namespace (link va, peer vb)
+// and probing the in-process vCenter simulator, served on loopback.
+type sidecarEnv struct {
+	a, b    *netnstest.NS
+	sim     *vcsim
+	pwFile  string
+	base    string
+	vcFlags []string
+	cancel  context.CancelFunc
+	done    chan error
+	s       *sidecarCmd
+	env     *runEnv
+	log     syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) waitFor(t *testing.T, text string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(s.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never said %q:\n%s", text, s.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func startSidecar(t *testing.T, extra ...string) *sidecarEnv {
+	return startSidecarWith(t, []string{"--network.required-interfaces", "va"}, extra...)
+}
+
+func startSidecarWith(t *testing.T, required []string, extra ...string) *sidecarEnv {
+	t.Helper()
+	e := &sidecarEnv{a: netnstest.New(t), b: netnstest.New(t)}
+	netnstest.Veth(t, e.a, "va", e.b, "vb")
+	sim, err := startVCSim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	e.sim = sim
+	if e.pwFile, err = sim.PasswordFile(); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	e.base = "http://" + addr
+	e.vcFlags = []string{"--vcenter.url", sim.URL, "--vcenter.user", sim.User,
+		"--vcenter.password-file", e.pwFile, "--vcenter.ca-file", sim.CAFile}
+	args := append([]string{"sidecar", "--netns", e.a.Path, "--web.listen-address", addr, "--gate.stable-for", "0s"}, required...)
+	args = append(args, e.vcFlags...)
+	args = append(args, extra...)
+	var stderr bytes.Buffer
+	p, code := parse(args, &bytes.Buffer{}, &stderr)
+	if code >= 0 {
+		t.Fatalf("parse: %d %s", code, stderr.String())
+	}
+	e.s = &p.cli.Sidecar
+	e.env = &runEnv{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, kctx: p.kctx, res: p.res,
+		global: &p.cli.globalFlags, args: args, level: new(slog.LevelVar), logger: slog.New(slog.NewTextHandler(&e.log, nil))}
+	filter, err := e.s.validate(e.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.done = make(chan error, 1)
+	go func() { e.done <- e.s.run(ctx, e.env, filter) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-e.done:
+			if err != nil {
+				t.Errorf("sidecar run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("sidecar did not stop")
+		}
+	})
+	return e
+}
+
+// readyStatus polls /ready?verbose until want (hang guard only).
+func (e *sidecarEnv) waitStatus(t *testing.T, want int) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(e.base + "/ready?verbose")
+		if err == nil {
+			var b bytes.Buffer
+			_, _ = b.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return b.String()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/ready stayed %d, want %d:\n%s", resp.StatusCode, want, b.String())
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatalf("/ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestSidecarGateWaitAndCheck(t *testing.T) {
+	e := startSidecar(t)
+
+	// A waiter started now is released by the gate opening.
+	code, _, errOut := runCLI(t, "wait", "--url", e.base+"/ready", "--timeout", "20s")
+	if code != 0 {
+		t.Fatalf("wait --url: exit %d: %s", code, errOut)
+	}
+	body := e.waitStatus(t, http.StatusOK)
+	for _, want := range []string{"[+]links ok", "[+]path ok", "[+]vcenter ok", "readyz check passed"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/ready?verbose lacks %q:\n%s", want, body)
+		}
+	}
+
+	e.a.IP(t, "link", "set", "va", "down")
+	body = e.waitStatus(t, http.StatusServiceUnavailable)
+	if !strings.Contains(body, "[-]links failed: va") {
+		t.Errorf("/ready?verbose after link down:\n%s", body)
+	}
+	if code, _, _ := runCLI(t, "wait", "--url", e.base+"/ready", "--timeout", "1s"); code != 1 {
+		t.Errorf("wait --url while down: exit %d, want 1", code)
+	}
+	if code, _, _ := runCLI(t, "wait", "--netns", e.a.Path, "-i", "va", "--timeout", "1s"); code != 1 {
+		t.Errorf("local wait while down: exit %d, want 1", code)
+	}
+	args := append([]string{"check", "--netns", e.a.Path, "--network.required-interfaces", "va"}, e.vcFlags...)
+	code, out, _ := runCLI(t, args...)
+	if code != 1 || !strings.Contains(out, "links") || !strings.Contains(out, "failed") {
+		t.Errorf("check while down: exit %d:\n%s", code, out)
+	}
+
+	e.a.IP(t, "link", "set", "va", "up")
+	e.waitStatus(t, http.StatusOK)
+	if code, _, errOut := runCLI(t, "wait", "--netns", e.a.Path, "-i", "va", "--timeout", "20s"); code != 0 {
+		t.Errorf("local wait after up: exit %d: %s", code, errOut)
+	}
+	code, out, errOut = runCLI(t, append(args, "--output", "json")...)
+	if code != 0 || !strings.Contains(out, `"ready": true`) || !strings.Contains(out, `"name": "vcenter"`) {
+		t.Errorf("check after up: exit %d:\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, e.sim.Password) {
+		t.Error("password in check output")
+	}
+
+	// Errors are exit 2 in both tools.
+	if code, _, _ := runCLI(t, "wait", "--url", "ftp://x", "--timeout", "1s"); code != 2 {
+		t.Errorf("wait with a bad URL: exit %d, want 2", code)
+	}
+	if code, _, _ := runCLI(t, "wait", "-i", "va:sideways", "--timeout", "1s"); code != 2 {
+		t.Errorf("wait with a bad interface spec: exit %d, want 2", code)
+	}
+	if code, _, _ := runCLI(t, "check", "--gate.addresses", "ipx"); code != 2 {
+		t.Errorf("check with a bad family: exit %d, want 2", code)
+	}
+
+	// Metrics of all parts on one endpoint.
+	_, metrics := get(t, e.base+"/metrics")
+	for _, want := range []string{"linkgate_ready 1", `linkgate_link_up{device="va"} 1`, "linkgate_vcenter_up{"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	promtoolCheck(t, metrics)
+}
+
+func TestSidecarShutdownReleasesWaiters(t *testing.T) {
+	e := startSidecar(t, "--network.required-interfaces", "missing0")
+	e.waitStatus(t, http.StatusServiceUnavailable)
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(e.base + "/ready?wait=60s")
+		if err != nil {
+			got <- -1
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	time.Sleep(200 * time.Millisecond) // let the waiter park; only a head start
+	e.cancel()
+	select {
+	case code := <-got:
+		if code != http.StatusServiceUnavailable {
+			t.Errorf("waiter got %d at shutdown, want 503", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("waiter not released at shutdown")
+	}
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup's check
+	case <-time.After(20 * time.Second):
+		t.Fatal("sidecar did not stop")
+	}
+}
+
+func TestSidecarReload(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "linkgate.yml")
+	write := func(content string) {
+		if err := os.WriteFile(cfg, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("network_monitor:\n  required_interfaces: [missing0]\n")
+	e := startSidecarWith(t, nil, "--config", cfg)
+	if body := e.waitStatus(t, http.StatusServiceUnavailable); !strings.Contains(body, "missing0") {
+		t.Fatalf("want links failing on missing0:\n%s", body)
+	}
+
+	// An invalid file keeps the running configuration and says why.
+	write("network_monitor:\n  required_interfaces: [va]\n  bogus: 1\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.log.waitFor(t, "keeping the running configuration")
+	if !strings.Contains(e.log.String(), `unknown key \"network_monitor.bogus\"`) {
+		t.Errorf("reload failure does not name the problem:\n%s", e.log.String())
+	}
+	if body := e.waitStatus(t, http.StatusServiceUnavailable); !strings.Contains(body, "missing0") {
+		t.Errorf("invalid reload changed the gate:\n%s", body)
+	}
+
+	write("network_monitor:\n  required_interfaces: [va]\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.log.waitFor(t, "configuration reloaded")
+	e.waitStatus(t, http.StatusOK)
+}
+
+// TestDemo runs the newcomer's command as a user would: it becomes ready
+// against the simulator and exits 0 on SIGTERM.
+func TestDemo(t *testing.T) {
+	addr := freePort(t)
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"demo", "--web.listen-address", addr}, &out, &errb) }()
+	e := &sidecarEnv{base: "http://" + addr}
+	body := e.waitStatus(t, http.StatusOK)
+	if !strings.Contains(body, "[+]vcenter ok") {
+		t.Errorf("demo /ready?verbose:\n%s", body)
+	}
+	if !strings.Contains(out.String(), "http://"+addr+"/ready?verbose") {
+		t.Errorf("demo does not print its URLs:\n%s", out.String())
+	}
+	// The demo is serving, so its SIGTERM handler is installed.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("demo exit %d after SIGTERM:\n%s", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("demo did not stop on SIGTERM")
+	}
+}
