@@ -450,6 +450,13 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 		s.Class, s.Kind, s.Permanent = class, string(kind), class == Permanent
 		s.Reason = p.reason(t, err)
 		switch {
+		case kind == KindAuth:
+			// A wrong password re-tried every MaxBackoff (30s) would trip
+			// vCenter SSO's lockout (5 failures in 180s by default) and
+			// lock the service account for everyone using it. Re-check
+			// at most every authRecheck; a password file change still
+			// re-checks at once.
+			s.Up, wait = false, max(p.slowWait(), authRecheck)
 		case class == Permanent:
 			// Retrying fast cannot fix it: down at once, slow cadence.
 			s.Up, wait = false, p.slowWait()
@@ -490,6 +497,10 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 	}
 	return wait, failing, permanent
 }
+
+// authRecheck is the shortest cadence for re-checking a rejected login: at
+// most 3 attempts in SSO's default 180s lockout window of 5 failures.
+const authRecheck = time.Minute
 
 // slowWait is the cadence of a down target: the capped backoff, jittered.
 func (p *Prober) slowWait() time.Duration {

@@ -195,8 +195,8 @@ func TestScheduleTransient(t *testing.T) {
 }
 
 // TestSchedulePermanent: a wrong password is not retried fast; the target
-// is down at once, re-checked at the slow cadence, and at once when the
-// password file changes.
+// is down at once, re-checked at the slow cadence but no more often than
+// authRecheck (SSO lockout), and at once when the password file changes.
 func TestSchedulePermanent(t *testing.T) {
 	s := startSim(t, simOptions{})
 	cfg := s.config()
@@ -211,10 +211,11 @@ func TestSchedulePermanent(t *testing.T) {
 	}
 	running(t, p)
 
-	const slow = 26250 * time.Millisecond
+	// The jittered slow cadence (26.25s) is below authRecheck.
+	const slow = authRecheck
 	for i := range 2 {
 		if got := clk.nextTimer(t); got != slow {
-			t.Fatalf("auth failure %d: wait %v, want the slow cadence %v", i+1, got, slow)
+			t.Fatalf("auth failure %d: wait %v, want %v", i+1, got, slow)
 		}
 		st, _ := p.Status()
 		if st[0].Up || !st[0].Permanent || st[0].Class != Permanent || st[0].Kind != string(KindAuth) {
