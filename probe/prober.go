@@ -231,7 +231,7 @@ func (p *Prober) probeOnce(ctx context.Context, t *target) Status {
 // the backoff step and is reset by a success, by the network coming back,
 // and by a watched file changing.
 func (p *Prober) loop(ctx context.Context, t *target) {
-	defer func() { p.endSession(t, p.networkUp()) }()
+	defer func() { p.endSession(t, p.networkUp(), min(p.cfg.Timeout, shutdownLogout)) }()
 	cycle := 0
 	for {
 		resumed, ok := p.park(ctx, t)
@@ -337,7 +337,7 @@ func (p *Prober) attempt(ctx context.Context, t *target) error {
 	case kind == KindSessionExpired:
 		p.metrics.errors.WithLabelValues(t.name, string(class), string(kind)).Inc()
 		p.log.Info("vCenter session expired: logging in again", "target", t.name)
-		p.endSession(t, false)
+		p.endSession(t, false, p.cfg.Timeout)
 		if err := p.login(ctx, t); err != nil {
 			return err
 		}
@@ -345,7 +345,7 @@ func (p *Prober) attempt(ctx context.Context, t *target) error {
 	case class == Permanent:
 		// Start over with a fresh client: it re-reads the CA file and the
 		// password.
-		p.endSession(t, true)
+		p.endSession(t, true, p.cfg.Timeout)
 	}
 	return err
 }
@@ -412,12 +412,17 @@ func (p *Prober) login(ctx context.Context, t *target) error {
 	return nil
 }
 
-// endSession drops the target's session, logging out if asked.
-func (p *Prober) endSession(t *target, logout bool) {
+// shutdownLogout bounds the Logout when the prober stops, so SIGTERM ends
+// in seconds even when vCenter has stopped answering (the session then
+// expires on the server).
+const shutdownLogout = 2 * time.Second
+
+// endSession drops the target's session, logging out if asked, within timeout.
+func (p *Prober) endSession(t *target, logout bool, timeout time.Duration) {
 	if t.conn == nil {
 		return
 	}
-	t.conn.close(logout, p.cfg.Timeout)
+	t.conn.close(logout, timeout)
 	t.conn = nil
 	p.mu.Lock()
 	t.sessionActive = false

@@ -237,9 +237,11 @@ func terminateSessions(t *testing.T, s *sim, keys []string) {
 }
 
 func TestTimeout(t *testing.T) {
-	s := startSim(t, simOptions{delay: map[string]int{"CurrentTime": 3000}})
+	// The timeout also bounds the login, which must succeed under -race on
+	// a loaded machine; only CurrentTime is delayed past it.
+	s := startSim(t, simOptions{delay: map[string]int{"CurrentTime": 4000}})
 	cfg := s.config()
-	cfg.Timeout = 300 * time.Millisecond
+	cfg.Timeout = 1500 * time.Millisecond
 	p, err := New(cfg, nil, WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)

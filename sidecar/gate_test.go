@@ -36,9 +36,13 @@ func TestReadyOnlyWhenLinksAndVCenterGood(t *testing.T) {
 	h := NewHandler(g, HandlerOptions{})
 	t.Cleanup(h.Close)
 
-	waitState(t, g, "vcenter failing", checkFails(CheckVCenter, "connection refused"))
+	// A new veth reaches operstate up shortly after creation (linkwatch).
+	waitState(t, g, "links ok, vcenter failing", func(st *State) bool {
+		l, ok := st.Check(CheckLinks)
+		return ok && l.OK && checkFails(CheckVCenter, "connection refused")(st)
+	})
 	code, body := get(t, h, "/ready?verbose")
-	if want := "[+]links ok\n[-]vcenter failed: network: connection refused\nreadyz check failed\n"; code != http.StatusServiceUnavailable || body != want {
+	if want := "[+]links ok\n[-]vcenter failed: transient: refused: connection refused\nreadyz check failed\n"; code != http.StatusServiceUnavailable || body != want {
 		t.Errorf("vCenter down: %d %q, want 503 %q", code, body, want)
 	}
 
@@ -279,12 +283,16 @@ func TestVCenterCheck(t *testing.T) {
 		{"none", nil, "no vCenter probe results yet", false, time.Time{}},
 		{"fresh", []VCenterStatus{{Target: "vc", Up: true, LastSuccess: now.Add(-time.Minute)}}, "", false, now.Add(30 * time.Second)},
 		{"stale", []VCenterStatus{{Target: "vc", Up: true, LastSuccess: now.Add(-2 * time.Minute)}}, "stale: no successful probe within 1m30s", false, time.Time{}},
-		{"refused", []VCenterStatus{vcRefused()}, "network: connection refused", false, time.Time{}},
-		{"permanent", []VCenterStatus{{Target: "vc", Class: "auth", Reason: "incorrect user name or password", Permanent: true}},
+		{"refused", []VCenterStatus{vcRefused()}, "transient: refused: connection refused", false, time.Time{}},
+		{"permanent", []VCenterStatus{{Target: "vc", Class: "permanent", Kind: "auth", Reason: "incorrect user name or password", Permanent: true}},
 			"permanent: auth: incorrect user name or password", true, time.Time{}},
 		{"paused", []VCenterStatus{{Target: "vc", Paused: true, Reason: "network down"}}, "probe paused: network down", false, time.Time{}},
-		{"two targets", []VCenterStatus{vcUp(now), {Target: "https://u:p@vc2.example/sdk", Class: "tls", Reason: "certificate pin mismatch"}},
-			"https://vc2.example: tls: certificate pin mismatch", false, now.Add(90 * time.Second)},
+		// The prober still counts a target up during its fast retries; the
+		// gate does not: the last probe failed.
+		{"retrying", []VCenterStatus{{Target: "vc", Up: true, LastSuccess: now.Add(-time.Second), Class: "transient", Kind: "refused", Reason: "connection refused"}},
+			"transient: refused: connection refused", false, time.Time{}},
+		{"two targets", []VCenterStatus{vcUp(now), {Target: "https://u:p@vc2.example/sdk", Class: "permanent", Kind: "tls_certificate", Reason: "certificate pin mismatch"}},
+			"https://vc2.example: permanent: tls_certificate: certificate pin mismatch", false, now.Add(90 * time.Second)},
 	} {
 		in := &Input{VCenter: tc.status, Now: now}
 		err := check.Check(context.Background(), in)
@@ -349,7 +357,7 @@ func TestCheckReport(t *testing.T) {
 	}
 	checks = append(checks, NewCheck("boom", func(context.Context, *Input) error { panic("bug") }))
 	r := Evaluate(context.Background(), checks, &Input{Snapshot: healthySnapshot().s, VCenter: []VCenterStatus{
-		{Target: "vc", Class: "auth", Reason: "bad\npassword", Permanent: true},
+		{Target: "vc", Class: "permanent", Kind: "auth", Reason: "bad\npassword", Permanent: true},
 	}})
 	var b strings.Builder
 	if err := r.WriteTable(&b); err != nil {

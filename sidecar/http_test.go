@@ -33,7 +33,7 @@ func TestReadyEndpoints(t *testing.T) {
 	h.Register(mux)
 	waitState(t, g, "vcenter failing", checkFails(CheckVCenter, "refused"))
 
-	failed := "[+]links ok\n[-]vcenter failed: network: connection refused\nreadyz check failed\n"
+	failed := "[+]links ok\n[-]vcenter failed: transient: refused: connection refused\nreadyz check failed\n"
 	for _, tc := range []struct {
 		target string
 		code   int
@@ -44,11 +44,11 @@ func TestReadyEndpoints(t *testing.T) {
 		{"/ready?exclude=vcenter", 200, "ok"},
 		{"/ready?exclude=vcenter&verbose", 200, "[+]links ok\n[+]vcenter excluded: ok\nreadyz check passed\n"},
 		{"/ready?exclude=links&exclude=vcenter", 200, "ok"},
-		{"/ready?exclude=nosuch&verbose", 503, "[+]links ok\n[-]vcenter failed: network: connection refused\n" +
+		{"/ready?exclude=nosuch&verbose", 503, "[+]links ok\n[-]vcenter failed: transient: refused: connection refused\n" +
 			"warn: some checks cannot be excluded: no matches for \"nosuch\"\nreadyz check failed\n"},
 		{"/ready/links", 200, "ok"},
 		{"/ready/links?verbose", 200, "[+]links ok\nreadyz check passed\n"},
-		{"/ready/vcenter", 503, "[-]vcenter failed: network: connection refused\nreadyz check failed\n"},
+		{"/ready/vcenter", 503, "[-]vcenter failed: transient: refused: connection refused\nreadyz check failed\n"},
 		{"/ready/nosuch", 404, "no such check: \"nosuch\"\n"},
 		{"/ready?wait=soon", 400, "wait \"soon\": want a duration such as 30s\n"},
 		{"/elsewhere", 404, "404 page not found\n"},
@@ -74,7 +74,7 @@ func TestReadyEndpoints(t *testing.T) {
 	}
 	if code != 503 || doc.Ready || doc.Since.IsZero() || len(doc.Checks) != 2 ||
 		doc.Checks[0].Name != "links" || !doc.Checks[0].OK ||
-		doc.Checks[1].Name != "vcenter" || doc.Checks[1].OK || doc.Checks[1].Reason != "network: connection refused" {
+		doc.Checks[1].Name != "vcenter" || doc.Checks[1].OK || doc.Checks[1].Reason != "transient: refused: connection refused" {
 		t.Errorf("JSON: %d %+v", code, doc)
 	}
 
@@ -238,7 +238,7 @@ func TestEventStream(t *testing.T) {
 		return sseEvent{}
 	}
 
-	if ev := next(); ev.event != "not_ready" || !strings.Contains(ev.data, `"reason":"network: connection refused"`) {
+	if ev := next(); ev.event != "not_ready" || !strings.Contains(ev.data, `"reason":"transient: refused: connection refused"`) {
 		t.Errorf("initial event: %+v", ev)
 	}
 	if code := fetch(t, srv, "/events"); code != http.StatusTooManyRequests {

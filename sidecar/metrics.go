@@ -42,3 +42,20 @@ func boolValue(b bool) float64 {
 	}
 	return 0
 }
+
+var (
+	descWaiters     = desc("ready_waiters", "Long-poll requests (/ready?wait=) currently waiting for the gate.")
+	descSubscribers = desc("events_subscribers", "Open /events streams.")
+)
+
+// Describe implements prometheus.Collector for the HTTP side of the gate.
+func (h *Handler) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descWaiters
+	ch <- descSubscribers
+}
+
+// Collect reports how many callers are parked on the gate right now.
+func (h *Handler) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descWaiters, prometheus.GaugeValue, float64(len(h.waiters)))
+	ch <- prometheus.MustNewConstMetric(descSubscribers, prometheus.GaugeValue, float64(len(h.subscribers)))
+}

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"net/url"
+	"strings"
 )
 
 // redactURL reduces a URL to scheme://host for logs, errors and labels:
@@ -23,4 +24,16 @@ func redactURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// safeURL prints u without a password: user info is dropped, and so is
+// anything before an "@" in an opaque URL ("user:pass@host:port/ready"
+// parses with scheme "user" and the password in Opaque).
+func safeURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	if i := strings.LastIndex(c.Opaque, "@"); i >= 0 {
+		c.Opaque = c.Opaque[i+1:]
+	}
+	return c.String()
 }

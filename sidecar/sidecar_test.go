@@ -51,7 +51,7 @@ func vcUp(now time.Time) VCenterStatus {
 }
 
 func vcRefused() VCenterStatus {
-	return VCenterStatus{Target: "vc.example", Class: "network", Kind: "connection_refused", Reason: "connection refused"}
+	return VCenterStatus{Target: "vc.example", Class: "transient", Kind: "refused", Reason: "connection refused"}
 }
 
 // staticSnapshots never changes; for tests that need no kernel.

@@ -48,7 +48,7 @@ func TestNotifySystemd(t *testing.T) {
 	})
 	defer func() { cancel(); wg.Wait() }()
 
-	if got, want := recv(), "READY=1\nSTATUS=not ready: vcenter: network: connection refused"; got != want {
+	if got, want := recv(), "READY=1\nSTATUS=not ready: vcenter: transient: refused: connection refused"; got != want {
 		t.Errorf("first datagram %q, want %q", got, want)
 	}
 

@@ -47,16 +47,15 @@ func vcenterProblem(st VCenterStatus, maxAge time.Duration, in *Input) string {
 	switch {
 	case st.Paused:
 		return withDetail("probe paused", st.Reason)
-	case !st.Up:
+	case !st.Up || st.Class != "":
+		// The last attempt failed: not ready even while the prober still
+		// counts the target up during its fast retries.
 		why := st.Reason
-		if st.Class != "" {
-			why = withDetail(st.Class, st.Reason)
+		if head := joinDetail(st.Class, st.Kind); head != "" {
+			why = withDetail(head, st.Reason)
 		}
 		if why == "" {
 			why = "no successful probe yet"
-		}
-		if st.Permanent {
-			why = "permanent: " + why
 		}
 		return why
 	case maxAge > 0:
@@ -67,6 +66,17 @@ func vcenterProblem(st VCenterStatus, maxAge time.Duration, in *Input) string {
 		in.RecheckAt(expires)
 	}
 	return ""
+}
+
+// joinDetail renders "class: kind" (either may be empty).
+func joinDetail(class, kind string) string {
+	switch {
+	case class == "":
+		return kind
+	case kind == "":
+		return class
+	}
+	return class + ": " + kind
 }
 
 func withDetail(head, detail string) string {

@@ -56,7 +56,7 @@ func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout ti
 		return fmt.Errorf("wait: bad URL: %w", redactURLError(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("wait: bad URL %s: want http(s)://host[:port][/ready]", u.Redacted())
+		return fmt.Errorf("wait: bad URL %s: want http(s)://host[:port][/ready]", safeURL(u))
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/ready"
@@ -79,7 +79,7 @@ func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout ti
 		}
 		last = reason
 		if !time.Now().Before(deadline) {
-			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, timeout, u.Redacted(), last)
+			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, timeout, safeURL(u), last)
 		}
 		// An answer that came back quickly (refused, shedding, shutting
 		// down) must not turn into a busy loop.
@@ -105,7 +105,7 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return false, "", fmt.Errorf("wait %s: %w", u.Redacted(), redactURLError(err))
+		return false, "", fmt.Errorf("wait %s: %w", safeURL(u), redactURLError(err))
 	}
 	req.Header.Set("Accept", "text/plain")
 	resp, err := client.Do(req)
@@ -117,7 +117,7 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 		if retryableTransport(inner) || errors.Is(inner, context.DeadlineExceeded) {
 			return false, inner.Error(), nil
 		}
-		return false, "", fmt.Errorf("wait %s: %w", u.Redacted(), inner)
+		return false, "", fmt.Errorf("wait %s: %w", safeURL(u), inner)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -129,7 +129,7 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return false, resp.Status, nil
 	}
-	return false, "", fmt.Errorf("wait %s: %s: %s", u.Redacted(), resp.Status, oneLine(string(body)))
+	return false, "", fmt.Errorf("wait %s: %s: %s", safeURL(u), resp.Status, oneLine(string(body)))
 }
 
 func retryableTransport(err error) bool {

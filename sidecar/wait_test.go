@@ -40,7 +40,7 @@ func TestWaitURLTimesOut(t *testing.T) {
 
 	err := WaitURL(context.Background(), srv.Client(), srv.URL+"/ready?exclude=links", 300*time.Millisecond)
 	if !errors.Is(err, ErrTimeout) || ExitCode(err) != ExitTimedOut ||
-		!strings.Contains(err.Error(), "vcenter failed: network: connection refused") {
+		!strings.Contains(err.Error(), "vcenter failed: transient: refused: connection refused") {
 		t.Errorf("WaitURL = %v, want a time-out naming the failing check", err)
 	}
 }

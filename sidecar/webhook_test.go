@@ -123,7 +123,7 @@ linkgate_webhook_retries_total 2
 	}
 
 	// The way down: a warning naming the failing check.
-	vc.set(VCenterStatus{Target: "vc.example", Class: "auth", Reason: "incorrect user name or password", Permanent: true})
+	vc.set(VCenterStatus{Target: "vc.example", Class: "permanent", Kind: "auth", Reason: "incorrect user name or password", Permanent: true})
 	waitState(t, g, "not ready", isNotReady)
 	if r := result(t, results); r != DeliverySuccess {
 		t.Fatalf("result %s", r)
@@ -245,7 +245,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 func TestWebhookFormats(t *testing.T) {
 	st := &State{Version: 3, Since: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), Checks: []CheckStatus{
 		{CheckResult: CheckResult{Name: "links", OK: true}},
-		{CheckResult: CheckResult{Name: "vcenter", Reason: "network: connection refused"}},
+		{CheckResult: CheckResult{Name: "vcenter", Reason: "transient: refused: connection refused"}},
 	}}
 	b, err := webhookPayload(WebhookSlack, st, "migrate-01")
 	if err != nil {
@@ -263,7 +263,7 @@ func TestWebhookFormats(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &slack); err != nil || slack.Text != "linkgate not ready on migrate-01" || len(slack.Attachments) != 1 ||
 		slack.Attachments[0].Color != "#ff9900" || len(slack.Attachments[0].Fields) != 2 ||
-		slack.Attachments[0].Fields[1].Value != "failed: network: connection refused" || slack.Attachments[0].TS != st.Since.Unix() {
+		slack.Attachments[0].Fields[1].Value != "failed: transient: refused: connection refused" || slack.Attachments[0].TS != st.Since.Unix() {
 		t.Errorf("slack: %s (%v)", b, err)
 	}
 
@@ -281,7 +281,7 @@ func TestWebhookFormats(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &discord); err != nil || discord.Content != "linkgate not ready on migrate-01" || len(discord.Embeds) != 1 ||
 		discord.Embeds[0].Timestamp != "2030-01-02T03:04:05Z" || discord.Embeds[0].Fields[0].Name != "links" ||
-		!strings.Contains(discord.Embeds[0].Description, "vcenter: network: connection refused") {
+		!strings.Contains(discord.Embeds[0].Description, "vcenter: transient: refused: connection refused") {
 		t.Errorf("discord: %s (%v)", b, err)
 	}
 }

@@ -133,6 +133,12 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 	if len(doc.Content) == 0 {
 		return cfg, nil
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, configErrorf("%s:%d: a second YAML document; the file must hold exactly one", path, extra.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return nil, configErrorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		return nil, configErrorf("%s:%d: the file must be a mapping of keys to values", path, root.Line)

@@ -311,3 +311,23 @@ func TestVCenterNeedsAPassword(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errOut)
 	}
 }
+
+func TestSecondDocumentIsAnError(t *testing.T) {
+	code, _, errOut := runCLI(t, "exporter", "--config.check", "--config", writeFile(t, "two.yml", "vc_connection_max_retries: 3\n---\nbogus: 1\n"))
+	if code != exitInvalid || !strings.Contains(errOut, "two.yml:2: a second YAML document") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+func TestURLCredentialsNeverEchoed(t *testing.T) {
+	for _, u := range []string{"admin:Passw0rd@vc.example.com", "https://admin:Passw0rd@vc.example.com/sdk"} {
+		code, _, errOut := runCLI(t, "exporter", "--config.check", "--vcenter.url", u)
+		if code != exitInvalid || strings.Contains(errOut, "Passw0rd") || !strings.Contains(errOut, "credentials in the URL are not accepted") {
+			t.Errorf("%s: exit %d: %s", u, code, errOut)
+		}
+	}
+	code, _, errOut := runCLI(t, "wait", "--url", "admin:Passw0rd@localhost:9977/ready", "--timeout", "1s")
+	if code != 2 || strings.Contains(errOut, "Passw0rd") {
+		t.Errorf("wait: exit %d: %s", code, errOut)
+	}
+}

@@ -30,15 +30,13 @@ type exporterCmd struct {
 	vcenterFlags   `embed:""`
 }
 
-// validateVCenter checks the probe's settings. The probe itself is wired in
-// by the vCenter issue; the keys are validated now so files can use them.
+// validateVCenter checks the probe's settings, naming the flag, variable
+// or file:line that set a bad one.
 func (e *runEnv) validateVCenter(v *vcenterFlags, n *networkFlags) error {
 	for _, raw := range v.URL {
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "") {
-			return e.invalid("vcenter.url", "%q is not an https URL", redactURL(raw))
-		}
-		if u.User != nil {
+		// The probe parses the forms it accepts (https://host[:port]/sdk
+		// or a bare host[:port]); here only credentials are refused.
+		if strings.Contains(raw, "@") {
 			return e.invalid("vcenter.url", "%s: credentials in the URL are not accepted; use --vcenter.user and --vcenter.password-file", redactURL(raw))
 		}
 	}
@@ -50,14 +48,6 @@ func (e *runEnv) validateVCenter(v *vcenterFlags, n *networkFlags) error {
 	if v.CAFile != "" {
 		if _, err := os.Stat(v.CAFile); err != nil {
 			return e.invalid("vcenter.ca-file", "%v", err)
-		}
-	}
-	if len(v.URL) > 0 {
-		if v.PasswordFile == "" && os.Getenv(passwordEnv) == "" {
-			return e.invalid("vcenter.password-file", "a vCenter password is needed: set --vcenter.password-file or %s", passwordEnv)
-		}
-		if err := probeConfig(v, n).Validate(); err != nil {
-			return e.probeConfigError(err)
 		}
 	}
 	switch {
@@ -72,21 +62,40 @@ func (e *runEnv) validateVCenter(v *vcenterFlags, n *networkFlags) error {
 	case v.MaxBackoff < v.BaseBackoff:
 		return e.invalid("vcenter.max-backoff", "%s is below --vcenter.base-backoff %s", v.MaxBackoff, v.BaseBackoff)
 	}
+	if len(v.URL) > 0 {
+		if v.PasswordFile == "" && os.Getenv(passwordEnv) == "" {
+			return e.invalid("vcenter.password-file", "a vCenter password is needed: set --vcenter.password-file or %s", passwordEnv)
+		}
+		if err := probeConfig(v, n).Validate(); err != nil {
+			return e.probeConfigError(err)
+		}
+	}
 	return nil
 }
 
-// redactURL drops user info, query and fragment so a URL is safe to print.
+// redactURL drops user info, query and fragment so a URL is safe to print,
+// also for scheme-less "user:pass@host" forms that parse as opaque URLs.
 func redactURL(raw string) string {
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		scheme := ""
+		if j := strings.Index(raw, "://"); j >= 0 && j < i {
+			scheme = raw[:j+3]
+		}
+		raw = scheme + raw[i+1:]
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		if i := strings.LastIndex(raw, "@"); i >= 0 {
-			return "…@" + raw[i+1:]
-		}
 		return "<unparsable URL>"
 	}
-	u.User = nil
 	u.RawQuery, u.Fragment = "", ""
 	return u.String()
+}
+
+// asSidecar views the exporter's settings as a sidecar's without a gate,
+// for the shared configuration reload.
+func (x *exporterCmd) asSidecar() sidecarCmd {
+	return sidecarCmd{webFlags: x.webFlags, collectorFlags: x.collectorFlags, networkFlags: x.networkFlags, vcenterFlags: x.vcenterFlags,
+		notifyFlags: notifyFlags{WebhookFormat: "generic"}}
 }
 
 func (x *exporterCmd) Run(env *runEnv) error {
@@ -132,7 +141,14 @@ func (x *exporterCmd) Run(env *runEnv) error {
 	}
 
 	srv := newServer(env, &x.webFlags, reg, col.Alive)
-	return serve(ctx, env, srv, &x.webFlags, serveOptions{loops: loops})
+	return serve(ctx, env, srv, &x.webFlags, serveOptions{
+		loops: loops,
+		reload: func() {
+			cur := x.asSidecar()
+			reloadConfig(env, col, &cur, func(c *cli) sidecarCmd { return c.Exporter.asSidecar() })
+			x.RequiredInterfaces = cur.RequiredInterfaces
+		},
+	})
 }
 
 func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
@@ -199,6 +215,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// shutdownGrace bounds how long SIGTERM waits for the parts to stop,
+// well inside Kubernetes' default 30s grace period.
+const shutdownGrace = 8 * time.Second
+
 // serveOptions are the parts of a long-running command besides HTTP.
 type serveOptions struct {
 	loops          []func(context.Context) error // run until ctx ends
@@ -223,10 +243,8 @@ func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, o se
 	}
 	// Registered before serving: once /ready answers, SIGHUP reloads.
 	hup := make(chan os.Signal, 1)
-	if o.reload != nil {
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-	}
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	all := append(slices.Clone(o.loops), o.afterListen...)
@@ -256,6 +274,10 @@ wait:
 			first = err
 			break wait
 		case <-hup:
+			if o.reload == nil {
+				env.logger.Warn("SIGHUP: this command has nothing to reload")
+				continue
+			}
 			env.logger.Info("SIGHUP: reloading configuration")
 			o.reload()
 		}
@@ -268,9 +290,18 @@ wait:
 	defer done()
 	_ = srv.Shutdown(shutdownCtx)
 	cancel()
+	// Every part stops on cancel; the bound only guards against one that
+	// hangs (a vCenter logout is itself bounded well below it).
+	giveUp := time.After(shutdownGrace)
 	for range pending {
-		if err := <-errc; err != nil && first == nil {
-			first = err
+		select {
+		case err := <-errc:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-giveUp:
+			env.logger.Error("shutdown: parts still running; exiting anyway", "after", shutdownGrace)
+			return first
 		}
 	}
 	if first != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -63,7 +64,7 @@ type vcenterFlags struct {
 	User         string        `name:"vcenter.user" help:"vCenter user name."`
 	PasswordFile string        `name:"vcenter.password-file" placeholder:"FILE" help:"File holding the vCenter password; re-read when it changes."`
 	CAFile       string        `name:"vcenter.ca-file" placeholder:"FILE" help:"PEM CA bundle to verify vCenter's certificate."`
-	Thumbprint   string        `name:"vcenter.thumbprint" help:"SHA-1 thumbprint (AA:BB:...) to pin vCenter's certificate."`
+	Thumbprint   string        `name:"vcenter.thumbprint" help:"Pin vCenter's certificate: SHA-1 or SHA-256 fingerprints (AA:BB:..., colons optional), comma-separated."`
 	Insecure     bool          `name:"vcenter.insecure" help:"Skip TLS verification (warned, and exported as linkgate_vcenter_tls_insecure)."`
 	Interval     time.Duration `name:"vcenter.interval" default:"15s" help:"Probe period."`
 	Timeout      time.Duration `name:"vcenter.timeout" default:"10s" help:"Timeout of one vCenter call (vc_connection_timeout_s)."`
@@ -93,6 +94,26 @@ func (versionCmd) Run(out io.Writer) error {
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Without -ldflags (go run, go install) take the version from the module
+// and VCS information the Go toolchain embeds.
+func init() {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	if version.Version == "" {
+		version.Version = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision" && (version.Revision == "" || version.Revision == "unknown"):
+			version.Revision = s.Value
+		case s.Key == "vcs.time" && version.BuildDate == "":
+			version.BuildDate = s.Value
+		}
+	}
 }
 
 // parsed is the outcome of parsing a command line.

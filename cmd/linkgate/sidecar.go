@@ -181,7 +181,7 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 	handler := sidecar.NewHandler(gate, sidecar.HandlerOptions{})
 
 	loops := []func(context.Context) error{col.Run, gate.Run}
-	reg := newRegistry(col, gate)
+	reg := newRegistry(col, gate, handler)
 	if prober != nil {
 		reg.MustRegister(prober)
 		loops = append(loops, afterSync(col, prober.Run))
@@ -224,12 +224,18 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 // (required interfaces, log level); other changes are named as needing a
 // restart.
 func (s *sidecarCmd) reload(env *runEnv, col *collector.Collector) {
+	reloadConfig(env, col, s, func(c *cli) sidecarCmd { return c.Sidecar })
+}
+
+// reloadConfig re-parses the command line (so the file and environment are
+// read again) and applies what can change at run time to cur.
+func reloadConfig(env *runEnv, col *collector.Collector, s *sidecarCmd, pick func(*cli) sidecarCmd) {
 	p, code := parse(env.args, discard{}, &logWriter{env.logger})
 	if code >= 0 {
 		env.logger.Error("configuration reload failed; keeping the running configuration")
 		return
 	}
-	next := p.cli.Sidecar
+	next := pick(&p.cli)
 	if env.demo {
 		next = *s // demo's settings come from flags only
 	}
@@ -289,9 +295,11 @@ func trimNL(p []byte) []byte {
 	return p
 }
 
-// httpClient for `wait --url`: no proxy from the environment surprises.
+// waitClient is for `wait --url`: the sidecar is local (same pod or
+// host), so HTTP_PROXY from the environment must not apply.
 func waitClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
 	return &http.Client{Transport: tr}
 }
 

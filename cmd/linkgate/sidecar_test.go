@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"log/slog"
@@ -217,25 +218,36 @@ func TestSidecarGateWaitAndCheck(t *testing.T) {
 func TestSidecarShutdownReleasesWaiters(t *testing.T) {
 	e := startSidecar(t, "--network.required-interfaces", "missing0")
 	e.waitStatus(t, http.StatusServiceUnavailable)
-	got := make(chan int, 1)
-	go func() {
-		resp, err := http.Get(e.base + "/ready?wait=60s")
-		if err != nil {
-			got <- -1
-			return
+	// A long-poll parked on the gate must be answered 503 at shutdown.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /ready?wait=60s HTTP/1.1\r\nHost: linkgate\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Shut down once the waiter is parked, as the gauge shows.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, m := get(t, e.base+"/metrics")
+		if strings.Contains(m, "linkgate_ready_waiters 1") {
+			break
 		}
-		resp.Body.Close()
-		got <- resp.StatusCode
-	}()
-	time.Sleep(200 * time.Millisecond) // let the waiter park; only a head start
+		if time.Now().After(deadline) {
+			t.Fatal("the long-poll never showed in linkgate_ready_waiters")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	e.cancel()
-	select {
-	case code := <-got:
-		if code != http.StatusServiceUnavailable {
-			t.Errorf("waiter got %d at shutdown, want 503", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("waiter not released at shutdown")
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("waiter not answered at shutdown: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("waiter got %d at shutdown, want 503", resp.StatusCode)
 	}
 	select {
 	case err := <-e.done:

@@ -67,6 +67,9 @@ func (w *waitCmd) Run(env *runEnv) error {
 	return &exitError{code, err}
 }
 
+// syncTimeout bounds the wait for the collector's first dump.
+const syncTimeout = 10 * time.Second
+
 func (w *waitCmd) waitLocal(ctx context.Context, env *runEnv, local sidecar.LocalWait, timeout time.Duration) error {
 	col, err := collector.New(collector.Options{NetNS: w.NetNS, Logger: env.logger.With("component", "collector")})
 	if err != nil {
@@ -77,7 +80,16 @@ func (w *waitCmd) waitLocal(ctx context.Context, env *runEnv, local sidecar.Loca
 	wg.Add(1)
 	var runErr error
 	go func() { defer wg.Done(); runErr = col.Run(cctx) }()
-	err = sidecar.WaitLocal(cctx, col, local, timeout)
+	// The first kernel dump takes milliseconds; wait for it so that even
+	// --timeout 0 judges real state, not the empty initial snapshot.
+	select {
+	case <-col.Synced():
+		err = sidecar.WaitLocal(cctx, col, local, timeout)
+	case <-time.After(syncTimeout):
+		err = fmt.Errorf("no kernel network state after %s", syncTimeout)
+	case <-cctx.Done():
+		err = cctx.Err()
+	}
 	cancel()
 	wg.Wait()
 	if runErr != nil {
