@@ -14,6 +14,11 @@
 #   PACED=30         scrapes in the paced run (0: skip it)
 #   PACE=1.1s        period of the paced run (> linkgate's 1s counter cache)
 #   IPV6=0           1: leave IPv6 on in the namespace (neighbour churn)
+#   LINKGATE_BIN=    a linkgate binary to measure instead of building
+#                    ./cmd/linkgate from the working tree
+#   COMPARE_BIN=     a second linkgate binary (e.g. built from an older
+#                    commit), scraped as linkgate-compare in the same
+#                    interleaved blocks: a before/after in one run
 #
 # Creates only: the namespace lgbench-PID (deleted on exit), the processes
 # it starts (killed on exit, by PID), and files under bench/out/.
@@ -27,6 +32,8 @@ IDLE=${IDLE:-5s}
 PACED=${PACED:-30}
 PACE=${PACE:-1.1s}
 IPV6=${IPV6:-0}
+LINKGATE_BIN=${LINKGATE_BIN:-}
+COMPARE_BIN=${COMPARE_BIN:-}
 
 NODE_EXPORTER=/usr/bin/prometheus-node-exporter
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +55,9 @@ die() { echo "scrape.sh: $*" >&2; exit 1; }
 command -v ip >/dev/null || die "needs ip (iproute2)"
 command -v go >/dev/null || die "needs go to build linkgate and the scraper"
 [[ -x $NODE_EXPORTER ]] || die "needs $NODE_EXPORTER: apt-get install -y prometheus-node-exporter"
+for b in "$LINKGATE_BIN" "$COMPARE_BIN"; do
+	[[ -z $b || -x $b ]] || die "$b is not an executable"
+done
 NE_HELP=$("$NODE_EXPORTER" --help 2>&1)
 for f in --collector.disable-defaults --collector.netdev --collector.netclass --collector.netclass.netlink --collector.netdev.netlink; do
 	grep -q -- "$f\b" <<<"$NE_HELP" || die "$NODE_EXPORTER does not know $f"
@@ -71,8 +81,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$BIN" "$RUN"
-echo "building linkgate and the scraper"
-(cd "$ROOT" && go build -o "$BIN/linkgate" ./cmd/linkgate && go build -o "$BIN/scraper" ./bench/scraper)
+# Binaries are copied under fixed names: /proc/PID/comm identifies them.
+if [[ -n $LINKGATE_BIN ]]; then
+	echo "building the scraper; linkgate is $LINKGATE_BIN"
+	cp "$LINKGATE_BIN" "$BIN/linkgate"
+	LG_VERSION="$LINKGATE_BIN"
+else
+	echo "building linkgate and the scraper"
+	(cd "$ROOT" && go build -o "$BIN/linkgate" ./cmd/linkgate)
+	LG_VERSION="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), $(go version | cut -d' ' -f3)"
+fi
+if [[ -n $COMPARE_BIN ]]; then
+	cp "$COMPARE_BIN" "$BIN/linkgate-compare"
+fi
+(cd "$ROOT" && go build -o "$BIN/scraper" ./bench/scraper)
 
 # A free port on the host's loopback for linkgate. node_exporter listens on
 # the namespace's own loopback, where every port is free.
@@ -107,25 +129,40 @@ ip -n "$NS" -batch "$batch"
 
 has_flag() { "$BIN/linkgate" exporter --help 2>&1 | grep -q -- "$1"; }
 
-start_linkgate() { # name, extra flags...
-	local name=$1
-	shift
-	"${CLEAN_ENV[@]}" "$BIN/linkgate" exporter --netns "/run/netns/$NS" "$@" --log.level=warn \
-		>"$RUN/$name.log" 2>&1 &
-	PIDS+=($!)
-	echo "started $name, pid $!: linkgate exporter --netns /run/netns/$NS $*"
+# free_port prints the first port from $1 on that nothing listens on and
+# that was not handed out before (an exporter may not be listening yet).
+TAKEN=("$port")
+free_port() {
+	local p=$1
+	while [[ " ${TAKEN[*]} " == *" $p "* ]] || ss -Hltn "sport = :$p" | grep -q .; do
+		p=$((p + 1))
+	done
+	echo "$p"
 }
 
-start_linkgate linkgate --web.listen-address="$LG_ADDR"
+start_linkgate() { # name, binary, extra flags...
+	local name=$1 bin=$2
+	shift 2
+	"${CLEAN_ENV[@]}" "$bin" exporter --netns "/run/netns/$NS" "$@" --log.level=warn \
+		>"$RUN/$name.log" 2>&1 &
+	PIDS+=($!)
+	echo "started $name, pid $!: $(basename "$bin") exporter --netns /run/netns/$NS $*"
+}
+
+start_linkgate linkgate "$BIN/linkgate" --web.listen-address="$LG_ADDR"
 LG_PID=${PIDS[-1]}
 targets=(-target "name=linkgate,pid=$LG_PID,url=http://$LG_ADDR/metrics")
+if [[ -n $COMPARE_BIN ]]; then
+	port_c=$(free_port $((port + 1)))
+	TAKEN+=("$port_c")
+	start_linkgate linkgate-compare "$BIN/linkgate-compare" --web.listen-address="127.0.0.1:$port_c"
+	targets+=(-target "name=linkgate-compare,pid=${PIDS[-1]},url=http://127.0.0.1:$port_c/metrics")
+fi
 
 if has_flag --collector.stats-min-interval; then
-	port2=$((port + 1))
-	while ss -Hltn "sport = :$port2" | grep -q .; do
-		port2=$((port2 + 1))
-	done
-	start_linkgate linkgate-refresh --web.listen-address="127.0.0.1:$port2" --collector.stats-min-interval=1ns
+	port2=$(free_port $((port + 1)))
+	TAKEN+=("$port2")
+	start_linkgate linkgate-refresh "$BIN/linkgate" --web.listen-address="127.0.0.1:$port2" --collector.stats-min-interval=1ns
 	targets+=(-target "name=linkgate-refresh,pid=${PIDS[-1]},url=http://127.0.0.1:$port2/metrics")
 else
 	echo "linkgate has no --collector.stats-min-interval: the refresh-every-scrape case is the paced run and BenchmarkCollect1000/stats=refresh"
@@ -152,7 +189,8 @@ done
 	echo "host:          $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 	echo "kernel:        $(uname -r)"
 	echo "node_exporter: $("$NODE_EXPORTER" --version 2>&1 | head -1)"
-	echo "linkgate:      $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), $(go version | cut -d' ' -f3)"
+	echo "linkgate:      $LG_VERSION"
+	[[ -z $COMPARE_BIN ]] || echo "compare:       $COMPARE_BIN (as linkgate-compare)"
 	echo "interfaces:    $(ip -n "$NS" -o link | wc -l) in $NS (N=$N veth + lo), IPv6 $([[ $IPV6 == 1 ]] && echo on || echo off)"
 	echo "scrapes:       M=$M back to back (blocks of $BLOCK), $PACED paced at $PACE, $WARMUP warm-up each, gzip"
 	echo "load average:  $(cut -d' ' -f1-3 /proc/loadavg) (before)"

@@ -1,14 +1,13 @@
 package collector
 
 import (
-	"context"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,44 +64,13 @@ func namespace1000(b *testing.B) *netnstest.NS {
 	if out, err := exec.Command("ip", "-n", ns.Name, "-batch", file).CombinedOutput(); err != nil {
 		b.Fatalf("ip -n %s -batch: %v: %s", ns.Name, err, out)
 	}
-	c, stop := runCollector(b, ns, Options{})
-	settle(b, c)
-	stop()
+	settle(b, start(b, ns, Options{}))
 	return ns
-}
-
-// runCollector is start for benchmarks (start takes *testing.T): it runs a
-// collector on ns and waits for its first dump. stop ends it; it also runs
-// when b ends.
-func runCollector(b *testing.B, ns *netnstest.NS, opts Options) (c *Collector, stop func()) {
-	b.Helper()
-	opts.NetNS = ns.Path
-	c, err := New(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := c.Run(ctx); err != nil {
-			b.Errorf("Run: %v", err)
-		}
-	}()
-	stop = func() { cancel(); wg.Wait() }
-	b.Cleanup(stop)
-	select {
-	case <-c.Synced():
-	case <-time.After(waitTimeout):
-		b.Fatal("collector did not publish a first snapshot")
-	}
-	return c, stop
 }
 
 // settle waits until the snapshot holds every interface, all up, and then
 // has not changed for quietFor.
-func settle(b *testing.B, c *Collector) {
+func settle(b testing.TB, c *Collector) {
 	b.Helper()
 	deadline := time.After(3 * waitTimeout)
 	for {
@@ -153,14 +121,20 @@ func processCPU(b *testing.B) time.Duration {
 }
 
 // BenchmarkCollect1000 is one scrape of the collector alone at 1000
-// interfaces: Registry.Gather, as promhttp does before encoding.
+// interfaces through client_golang: Registry.Gather, as promhttp does
+// before encoding.
 //
 //   - stats=cached: counters refreshed less often than scrapes arrive (the
 //     default 1s bound with a faster scraper); no kernel round trip.
 //   - stats=refresh: every scrape refreshes counters with one RTM_GETSTATS
 //     dump, the cost of a scrape interval longer than StatsMinInterval.
-//   - stats=cached/text: Gather plus text encoding, the collector's share
-//     of a whole /metrics response.
+//   - stats=cached/text: Gather plus text encoding (MetricFamilyToText),
+//     the collector's share of a whole uncompressed /metrics response.
+//   - stats=*/text+gzip: Gather, expfmt's text Encoder (as promhttp) and
+//     gzip at BestSpeed: the whole compressed response body, comparable
+//     with BenchmarkWriteText1000/stats=*/gzip.
+//   - stats=cached/text+gzip-default: the same at gzip's default level,
+//     which is what promhttp uses.
 //   - stats=refresh/dump-only: the RTM_GETSTATS dump and its decoding
 //     alone, i.e. what stats=refresh adds to stats=cached.
 func BenchmarkCollect1000(b *testing.B) {
@@ -168,6 +142,36 @@ func BenchmarkCollect1000(b *testing.B) {
 	gather := func(b *testing.B, reg *prometheus.Registry, _ *Collector) {
 		if _, err := reg.Gather(); err != nil {
 			b.Fatal(err)
+		}
+	}
+	text := func(b *testing.B, reg *prometheus.Registry, _ *Collector) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(io.Discard, mf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	textGzip := func(level int) func(*testing.B, *prometheus.Registry, *Collector) {
+		gz, _ := gzip.NewWriterLevel(io.Discard, level)
+		return func(b *testing.B, reg *prometheus.Registry, _ *Collector) {
+			mfs, err := reg.Gather()
+			if err != nil {
+				b.Fatal(err)
+			}
+			gz.Reset(io.Discard)
+			enc := expfmt.NewEncoder(gz, expfmt.NewFormat(expfmt.TypeTextPlain))
+			for _, mf := range mfs {
+				if err := enc.Encode(mf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := gz.Close(); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	for _, bc := range []struct {
@@ -178,24 +182,18 @@ func BenchmarkCollect1000(b *testing.B) {
 	}{
 		{"stats=cached", time.Hour, gather, true},
 		{"stats=refresh", time.Nanosecond, gather, true},
-		{"stats=cached/text", time.Hour, func(b *testing.B, reg *prometheus.Registry, _ *Collector) {
-			mfs, err := reg.Gather()
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, mf := range mfs {
-				if _, err := expfmt.MetricFamilyToText(io.Discard, mf); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}, true},
+		{"stats=cached/text", time.Hour, text, true},
+		{"stats=cached/text+gzip", time.Hour, textGzip(gzip.BestSpeed), true},
+		{"stats=refresh/text+gzip", time.Nanosecond, textGzip(gzip.BestSpeed), true},
+		{"stats=cached/text+gzip-default", time.Hour, textGzip(gzip.DefaultCompression), true},
 		{"stats=refresh/dump-only", time.Nanosecond, func(b *testing.B, _ *prometheus.Registry, c *Collector) {
 			if len(c.stats()) < 2*benchPairs+1 {
 				b.Fatal("counter refresh failed")
 			}
 		}, false},
 	} {
-		c, stop := runCollector(b, ns, Options{StatsMinInterval: bc.interval})
+		// Collectors stay (idle) until the benchmark ends.
+		c := start(b, ns, Options{StatsMinInterval: bc.interval})
 		settle(b, c)
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(c)
@@ -217,8 +215,77 @@ func BenchmarkCollect1000(b *testing.B) {
 				b.ReportMetric(float64(series), "series")
 			}
 		})
-		stop()
 	}
+}
+
+// BenchmarkWriteText1000 is the same scrape through WriteText, the
+// collector's direct text writer:
+//
+//   - stats=cached, stats=refresh: the text alone (no gzip), as
+//     BenchmarkCollect1000/stats=cached/text.
+//   - stats=*/gzip: the text through gzip at BestSpeed, the whole
+//     compressed body, as BenchmarkCollect1000/stats=*/text+gzip.
+func BenchmarkWriteText1000(b *testing.B) {
+	ns := namespace1000(b)
+	var gz *gzip.Writer
+	for _, bc := range []struct {
+		name     string
+		interval time.Duration
+		gzip     bool
+	}{
+		{"stats=cached", time.Hour, false},
+		{"stats=refresh", time.Nanosecond, false},
+		{"stats=cached/gzip", time.Hour, true},
+		{"stats=refresh/gzip", time.Nanosecond, true},
+	} {
+		c := start(b, ns, Options{StatsMinInterval: bc.interval})
+		settle(b, c)
+		var text countingWriter
+		if err := c.WriteText(&text); err != nil { // also warms the counter cache
+			b.Fatal(err)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			for b.Loop() {
+				var w io.Writer = io.Discard
+				if bc.gzip {
+					if gz == nil {
+						gz, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+					}
+					gz.Reset(io.Discard)
+					w = gz
+				}
+				if err := c.WriteText(w); err != nil {
+					b.Fatal(err)
+				}
+				if bc.gzip {
+					if err := gz.Close(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(text.lines), "series")
+			b.ReportMetric(float64(text.bytes), "text-bytes")
+		})
+	}
+}
+
+// countingWriter counts bytes and sample lines (lines not starting with #).
+type countingWriter struct {
+	bytes, lines int
+	midLine      bool
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if !w.midLine && c != '#' {
+			w.lines++
+		}
+		w.midLine = c != '\n'
+	}
+	w.bytes += len(p)
+	return len(p), nil
 }
 
 // kernelState fills a state from one full dump of ns, as Run does at start,
@@ -315,16 +382,25 @@ func BenchmarkApplyEvent(b *testing.B) {
 // BenchmarkSnapshotBuild1000 is the cost of publishing a change at 1000
 // links (plus, as dumped from the kernel, 1002 addresses and 1000 routes):
 //
-//   - snapshot: copying and sorting the state into an immutable Snapshot.
+//   - snapshot: copying and sorting every table into an immutable
+//     Snapshot, as after a full dump (resync).
 //   - publish: that, plus the network status aggregate and the swap that
-//     wakes consumers, i.e. what every changing event batch pays.
+//     wakes consumers.
+//   - publish/link-flap: applying one real RTM_NEWLINK that takes a link
+//     down or up, then publishing, i.e. what an event batch that changes
+//     one link pays: only the links are re-sorted.
 func BenchmarkSnapshotBuild1000(b *testing.B) {
 	ns := namespace1000(b)
 	c, st := kernelState(b, ns)
+	up := linkMessage(b, c, "lgb0a")
+	ns.IP(b, "link", "set", "lgb0a", "down")
+	down := linkMessage(b, c, "lgb0a")
+	ns.IP(b, "link", "set", "lgb0a", "up")
 	b.Run("snapshot", func(b *testing.B) {
 		b.ReportAllocs()
 		defer reportCPU(b)()
 		for b.Loop() {
+			st.touch(allTables)
 			_ = st.snapshot()
 		}
 	})
@@ -332,6 +408,20 @@ func BenchmarkSnapshotBuild1000(b *testing.B) {
 		b.ReportAllocs()
 		defer reportCPU(b)()
 		for b.Loop() {
+			st.touch(allTables)
+			c.publish(st)
+		}
+	})
+	msgs, i := [2]netlink.Message{down, up}, 0
+	now := time.Now()
+	b.Run("publish/link-flap", func(b *testing.B) {
+		b.ReportAllocs()
+		defer reportCPU(b)()
+		for b.Loop() {
+			if ch, err := st.apply(msgs[i&1], now); err != nil || !ch.changed {
+				b.Fatalf("flap: %v, %+v", err, ch)
+			}
+			i++
 			c.publish(st)
 		}
 	})

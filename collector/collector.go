@@ -240,6 +240,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 		first = false
 		if c.failingSince.Load() == 0 {
+			// The last socket synced and worked: a new failure starts the
+			// backoff over instead of inheriting an old 30s wait.
+			backoff = 100 * time.Millisecond
 			c.failingSince.Store(c.now().UnixNano())
 		}
 		c.log.Warn("rtnetlink event socket failed; re-dialing", "err", err, "backoff", backoff)

@@ -61,6 +61,7 @@ func (c *Collector) resync(st *state) error {
 		}
 	}
 	st.routes, st.neighs = routes, neighs
+	st.touch(allTables)
 	return nil
 }
 

@@ -1,62 +1,234 @@
 package collector
 
 import (
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// The collector's series are declared once, as a table of families whose
+// samples come from a view: one reading of the snapshot, traffic counters,
+// clock and event counters. Collect renders a view as prometheus.Metric
+// values for a registry; WriteText renders it directly as exposition text.
+// Both walk the same table over the same view, so they cannot drift apart.
+
 const ns = "linkgate"
 
-func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help, labels, nil)
+// maxLabels is the most labels any family has (link_info).
+const maxLabels = 4
+
+// sample is one series: its label values, in the family's label order.
+type sample struct {
+	labels [maxLabels]string
+	value  float64
+}
+
+// family is one metric family and how to read its samples from a view.
+type family struct {
+	name   string // linkgate_…; the table below leaves out the prefix
+	help   string
+	typ    prometheus.ValueType // GaugeValue or CounterValue
+	labels []string
+	// samples yields the family's series, in a deterministic order, until
+	// yield returns false.
+	samples func(v *view, yield func(sample) bool)
+
+	desc *prometheus.Desc
+	text familyText
 }
 
 var (
-	descLinkUp          = desc("link_up", "Whether the link can carry traffic: operstate up, or unknown with admin up and carrier (operstates.rst).", "device")
-	descLinkAdminUp     = desc("link_admin_up", "Whether the link is administratively up (IFF_UP).", "device")
-	descLinkCarrier     = desc("link_carrier", "Whether the link has carrier (IFLA_CARRIER).", "device")
-	descLinkOperState   = desc("link_oper_state", "RFC 2863 operational state of the link; 1 for the current state.", "device", "state")
-	descLinkInfo        = desc("link_info", "Non-numeric link attributes; always 1.", "device", "kind", "address", "alias")
-	descLinkMTU         = desc("link_mtu_bytes", "Link MTU in bytes.", "device")
-	descCarrierChanges  = desc("link_carrier_changes_total", "Carrier up/down changes counted by the kernel (IFLA_CARRIER_CHANGES).", "device")
-	descTransitions     = desc("link_transitions_total", "Up/down transitions of linkgate_link_up seen in rtnetlink events since start.", "device", "to")
-	descLastChange      = desc("link_last_change_timestamp_seconds", "Unix time of the last change of linkgate_link_up (or when the link was first seen).", "device")
-	descRxBytes         = desc("link_receive_bytes_total", "Bytes received (stats64).", "device")
-	descRxPackets       = desc("link_receive_packets_total", "Packets received (stats64).", "device")
-	descRxErrors        = desc("link_receive_errors_total", "Receive errors (stats64).", "device")
-	descRxDropped       = desc("link_receive_dropped_total", "Received packets dropped (stats64).", "device")
-	descTxBytes         = desc("link_transmit_bytes_total", "Bytes transmitted (stats64).", "device")
-	descTxPackets       = desc("link_transmit_packets_total", "Packets transmitted (stats64).", "device")
-	descTxErrors        = desc("link_transmit_errors_total", "Transmit errors (stats64).", "device")
-	descTxDropped       = desc("link_transmit_dropped_total", "Transmitted packets dropped (stats64).", "device")
-	descAddresses       = desc("link_addresses", "Number of addresses on the link by family and scope.", "device", "family", "scope")
-	descRouteDefault    = desc("route_default", "Number of default routes in the main table by family.", "family")
-	descRoutes          = desc("routes", "Number of routes in all tables but local, by family.", "family")
-	descNeighbors       = desc("neighbors", "Neighbour cache entries by device and state.", "device", "state")
-	descNetworkUp       = desc("network_up", "Whether the required network is up: all required interfaces up, or with none required any non-loopback link.")
-	descOutages         = desc("network_outages_total", "Number of times the required network went down (including being down at start).")
-	descOutageSeconds   = desc("network_outage_seconds_total", "Total seconds the required network has been down, including the current outage.")
-	descLastOutage      = desc("network_last_outage_duration_seconds", "Duration of the most recent completed outage in seconds.")
-	descRequiredUp      = desc("network_required_interface_up", "Whether each required interface exists and is up.", "device")
-	descEvents          = desc("netlink_events_total", "rtnetlink event messages received, by message type.", "type")
-	descResyncs         = desc("netlink_resyncs_total", "Full or partial re-dumps of kernel state, by reason.", "reason")
-	descDecodeErrors    = desc("netlink_decode_errors_total", "rtnetlink messages that failed to decode and were skipped.")
-	descMode            = desc("netlink_mode", "How kernel state is followed: events (multicast) or polling (fallback); 1 for the current mode.", "mode")
-	descSnapshotVersion = desc("netlink_snapshot_version", "Version of the current kernel state snapshot; increases on every change.")
+	deviceLabel = []string{"device"}
+	familyLabel = []string{"family"}
+	gauge       = prometheus.GaugeValue
+	counter     = prometheus.CounterValue
 )
 
-// Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		descLinkUp, descLinkAdminUp, descLinkCarrier, descLinkOperState, descLinkInfo, descLinkMTU,
-		descCarrierChanges, descTransitions, descLastChange, descRxBytes, descRxPackets, descRxErrors,
-		descRxDropped, descTxBytes, descTxPackets, descTxErrors, descTxDropped, descAddresses,
-		descRouteDefault, descRoutes, descNeighbors, descNetworkUp, descOutages, descOutageSeconds,
-		descLastOutage, descRequiredUp, descEvents, descResyncs, descDecodeErrors, descMode, descSnapshotVersion,
-	} {
-		ch <- d
+// families, sorted by name at init: the order WriteText writes them in.
+var families = initFamilies([]*family{
+	{name: "link_up", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return b2f(l.Up) }),
+		help: "Whether the link can carry traffic: operstate up, or unknown with admin up and carrier (operstates.rst)."},
+	{name: "link_admin_up", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return b2f(l.AdminUp) }),
+		help: "Whether the link is administratively up (IFF_UP)."},
+	{name: "link_carrier", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return b2f(l.Carrier) }),
+		help: "Whether the link has carrier (IFLA_CARRIER)."},
+	{name: "link_oper_state", typ: gauge, labels: []string{"device", "state"}, samples: operStates,
+		help: "RFC 2863 operational state of the link; 1 for the current state."},
+	{name: "link_info", typ: gauge, labels: []string{"device", "kind", "address", "alias"}, samples: linkInfo,
+		help: "Non-numeric link attributes; always 1."},
+	{name: "link_mtu_bytes", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.MTU) }),
+		help: "Link MTU in bytes."},
+	{name: "link_carrier_changes_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.CarrierChanges) }),
+		help: "Carrier up/down changes counted by the kernel (IFLA_CARRIER_CHANGES)."},
+	{name: "link_transitions_total", typ: counter, labels: []string{"device", "to"}, samples: transitions,
+		help: "Up/down transitions of linkgate_link_up seen in rtnetlink events since start."},
+	{name: "link_last_change_timestamp_seconds", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.LastChange.UnixNano()) / 1e9 }),
+		help: "Unix time of the last change of linkgate_link_up (or when the link was first seen)."},
+	{name: "link_receive_bytes_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxBytes) }),
+		help: "Bytes received (stats64)."},
+	{name: "link_receive_packets_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxPackets) }),
+		help: "Packets received (stats64)."},
+	{name: "link_receive_errors_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxErrors) }),
+		help: "Receive errors (stats64)."},
+	{name: "link_receive_dropped_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxDropped) }),
+		help: "Received packets dropped (stats64)."},
+	{name: "link_transmit_bytes_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxBytes) }),
+		help: "Bytes transmitted (stats64)."},
+	{name: "link_transmit_packets_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxPackets) }),
+		help: "Packets transmitted (stats64)."},
+	{name: "link_transmit_errors_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxErrors) }),
+		help: "Transmit errors (stats64)."},
+	{name: "link_transmit_dropped_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxDropped) }),
+		help: "Transmitted packets dropped (stats64)."},
+	{name: "link_addresses", typ: gauge, labels: []string{"device", "family", "scope"}, samples: addresses,
+		help: "Number of addresses on the link by family and scope."},
+	{name: "route_default", typ: gauge, labels: familyLabel, samples: perFamily(func(v *view, i int) float64 { return float64(v.defaults[i]) }),
+		help: "Number of default routes in the main table by family."},
+	{name: "routes", typ: gauge, labels: familyLabel, samples: perFamily(func(v *view, i int) float64 { return float64(v.routes[i]) }),
+		help: "Number of routes in all tables but local, by family."},
+	{name: "neighbors", typ: gauge, labels: []string{"device", "state"}, samples: neighbors,
+		help: "Neighbour cache entries by device and state."},
+	{name: "network_up", typ: gauge, samples: single(func(v *view) float64 { return b2f(v.snap.Network.Up) }),
+		help: "Whether the required network is up: all required interfaces up, or with none required any non-loopback link."},
+	{name: "network_outages_total", typ: counter, samples: single(func(v *view) float64 { return float64(v.snap.Network.Outages) }),
+		help: "Number of times the required network went down (including being down at start)."},
+	{name: "network_outage_seconds_total", typ: counter, samples: single(func(v *view) float64 { return v.outageSeconds }),
+		help: "Total seconds the required network has been down, including the current outage."},
+	{name: "network_last_outage_duration_seconds", typ: gauge, samples: single(func(v *view) float64 { return v.snap.Network.LastOutage.Seconds() }),
+		help: "Duration of the most recent completed outage in seconds."},
+	{name: "network_required_interface_up", typ: gauge, labels: deviceLabel, samples: requiredUp,
+		help: "Whether each required interface exists and is up."},
+	{name: "netlink_events_total", typ: counter, labels: []string{"type"}, samples: eventCounts,
+		help: "rtnetlink event messages received, by message type."},
+	{name: "netlink_resyncs_total", typ: counter, labels: []string{"reason"}, samples: resyncCounts,
+		help: "Full or partial re-dumps of kernel state, by reason."},
+	{name: "netlink_decode_errors_total", typ: counter, samples: single(func(v *view) float64 { return float64(v.decodeErrors) }),
+		help: "rtnetlink messages that failed to decode and were skipped."},
+	{name: "netlink_mode", typ: gauge, labels: []string{"mode"}, samples: mode,
+		help: "How kernel state is followed: events (multicast) or polling (fallback); 1 for the current mode."},
+	{name: "netlink_snapshot_version", typ: gauge, samples: single(func(v *view) float64 { return float64(v.snap.Version) }),
+		help: "Version of the current kernel state snapshot; increases on every change."},
+})
+
+func initFamilies(fs []*family) []*family {
+	for _, f := range fs {
+		if len(f.labels) > maxLabels {
+			panic("collector: " + f.name + " has more than maxLabels labels")
+		}
+		f.name = prometheus.BuildFQName(ns, "", f.name)
+		f.desc = prometheus.NewDesc(f.name, f.help, f.labels, nil)
+		f.text = newFamilyText(f)
 	}
+	slices.SortFunc(fs, func(a, b *family) int { return strings.Compare(a.name, b.name) })
+	return fs
+}
+
+func perLink(value func(l *linkView) float64) func(*view, func(sample) bool) {
+	return func(v *view, yield func(sample) bool) {
+		for i := range v.links {
+			l := &v.links[i]
+			if !yield(sample{labels: [maxLabels]string{l.device}, value: value(l)}) {
+				return
+			}
+		}
+	}
+}
+
+func single(value func(v *view) float64) func(*view, func(sample) bool) {
+	return func(v *view, yield func(sample) bool) { yield(sample{value: value(v)}) }
+}
+
+// routeFamilies are the families route counts are exported for, in the
+// order of view.routes and view.defaults.
+var routeFamilies = [2]Family{FamilyIPv4, FamilyIPv6}
+
+func perFamily(value func(v *view, i int) float64) func(*view, func(sample) bool) {
+	return func(v *view, yield func(sample) bool) {
+		for i, f := range routeFamilies {
+			if !yield(sample{labels: [maxLabels]string{f.String()}, value: value(v, i)}) {
+				return
+			}
+		}
+	}
+}
+
+func operStates(v *view, yield func(sample) bool) {
+	for i := range v.links {
+		l := &v.links[i]
+		for _, o := range OperStates {
+			if !yield(sample{labels: [maxLabels]string{l.device, o.String()}, value: b2f(o == l.OperState)}) {
+				return
+			}
+		}
+	}
+}
+
+func linkInfo(v *view, yield func(sample) bool) {
+	for i := range v.links {
+		l := &v.links[i]
+		if !yield(sample{labels: [maxLabels]string{l.device, l.kind, l.address, l.alias}, value: 1}) {
+			return
+		}
+	}
+}
+
+func transitions(v *view, yield func(sample) bool) {
+	for i := range v.links {
+		l := &v.links[i]
+		if !yield(sample{labels: [maxLabels]string{l.device, "down"}, value: float64(l.DownTransitions)}) ||
+			!yield(sample{labels: [maxLabels]string{l.device, "up"}, value: float64(l.UpTransitions)}) {
+			return
+		}
+	}
+}
+
+func addresses(v *view, yield func(sample) bool) {
+	for _, a := range v.addrs {
+		if !yield(sample{labels: [maxLabels]string{a.device, a.family.String(), a.scope.String()}, value: float64(a.n)}) {
+			return
+		}
+	}
+}
+
+func neighbors(v *view, yield func(sample) bool) {
+	for _, n := range v.neighs {
+		if !yield(sample{labels: [maxLabels]string{n.device, n.state}, value: float64(n.n)}) {
+			return
+		}
+	}
+}
+
+func requiredUp(v *view, yield func(sample) bool) {
+	for _, r := range v.required {
+		if !yield(sample{labels: [maxLabels]string{r.device}, value: b2f(r.up)}) {
+			return
+		}
+	}
+}
+
+func eventCounts(v *view, yield func(sample) bool) {
+	for i, t := range eventTypes {
+		if !yield(sample{labels: [maxLabels]string{t}, value: float64(v.events[i])}) {
+			return
+		}
+	}
+}
+
+func resyncCounts(v *view, yield func(sample) bool) {
+	for i, r := range resyncReasons {
+		if !yield(sample{labels: [maxLabels]string{r}, value: float64(v.resyncs[i])}) {
+			return
+		}
+	}
+}
+
+func mode(v *view, yield func(sample) bool) {
+	_ = yield(sample{labels: [maxLabels]string{"events"}, value: b2f(!v.polling)}) &&
+		yield(sample{labels: [maxLabels]string{"polling"}, value: b2f(v.polling)})
 }
 
 func b2f(b bool) float64 {
@@ -66,121 +238,238 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// view is what one scrape reads, taken once so that every family of the
+// scrape agrees (and so that tests can render one reading twice).
+type view struct {
+	snap *Snapshot
+	// links are the exported links (DeviceFilter applied), in snapshot
+	// order (by index).
+	links            []linkView
+	addrs            []addrCount  // by link, then family and scope
+	neighs           []neighCount // by link, then state
+	routes, defaults [len(routeFamilies)]int
+	outageSeconds    float64
+	required         []requiredView
+	events           []uint64 // as eventTypes
+	resyncs          []uint64 // as resyncReasons
+	decodeErrors     uint64
+	polling          bool
+}
+
+type linkView struct {
+	*Link
+	// Label values, valid UTF-8 (the kernel allows any bytes in names
+	// and aliases; the exposition formats do not).
+	device, kind, address, alias string
+	// traffic is the freshest counters: the last refresh, else the
+	// snapshot's.
+	traffic LinkStats
+}
+
 type addrCount struct {
-	index  int
+	device string
 	family Family
 	scope  Scope
+	n      int
 }
 
 type neighCount struct {
-	index int
-	state NeighState
+	device string
+	state  string
+	raw    NeighState
+	n      int
 }
 
-// Collect implements prometheus.Collector from the snapshot; only traffic
-// counters may come from a (rate-limited) kernel dump.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+type requiredView struct {
+	device string
+	up     bool
+}
+
+var viewPool = sync.Pool{New: func() any { return new(view) }}
+
+// readView takes one reading of the collector for a scrape. Release it
+// when done.
+func (c *Collector) readView() *view {
+	v := viewPool.Get().(*view)
 	s := c.snap.Load()
 	stats := c.stats()
-	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
-	}
-	counter := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
-	}
+	v.snap = s
 	include := c.opts.DeviceFilter
-	names := make(map[int]string, len(s.Links))
-	for _, l := range s.Links {
+	for i := range s.Links {
+		l := &s.Links[i]
 		if include != nil && !include(l.Name) {
 			continue
 		}
-		names[l.Index] = l.Name
-		dev := l.Name
-		gauge(descLinkUp, b2f(l.Up), dev)
-		gauge(descLinkAdminUp, b2f(l.AdminUp), dev)
-		gauge(descLinkCarrier, b2f(l.Carrier), dev)
-		for _, o := range OperStates {
-			gauge(descLinkOperState, b2f(o == l.OperState), dev, o.String())
+		lv := linkView{Link: l, device: labelValue(l.Name), kind: labelValue(l.Kind),
+			address: labelValue(l.Address), alias: labelValue(l.Alias), traffic: l.Stats}
+		if st, ok := stats[l.Index]; ok {
+			lv.traffic = st
 		}
-		gauge(descLinkInfo, 1, dev, l.Kind, l.Address, l.Alias)
-		gauge(descLinkMTU, float64(l.MTU), dev)
-		counter(descCarrierChanges, float64(l.CarrierChanges), dev)
-		counter(descTransitions, float64(l.UpTransitions), dev, "up")
-		counter(descTransitions, float64(l.DownTransitions), dev, "down")
-		gauge(descLastChange, float64(l.LastChange.UnixNano())/1e9, dev)
-		st := l.Stats
-		if fresh, ok := stats[l.Index]; ok {
-			st = fresh
-		}
-		counter(descRxBytes, float64(st.RxBytes), dev)
-		counter(descRxPackets, float64(st.RxPackets), dev)
-		counter(descRxErrors, float64(st.RxErrors), dev)
-		counter(descRxDropped, float64(st.RxDropped), dev)
-		counter(descTxBytes, float64(st.TxBytes), dev)
-		counter(descTxPackets, float64(st.TxPackets), dev)
-		counter(descTxErrors, float64(st.TxErrors), dev)
-		counter(descTxDropped, float64(st.TxDropped), dev)
+		v.links = append(v.links, lv)
 	}
-
-	addrs := make(map[addrCount]int)
-	for _, a := range s.Addresses {
-		if _, ok := names[a.LinkIndex]; ok {
-			addrs[addrCount{a.LinkIndex, a.Family, a.Scope}]++
-		}
-	}
-	for k, n := range addrs {
-		gauge(descAddresses, float64(n), names[k.index], k.family.String(), k.scope.String())
-	}
-
-	defaults := map[Family]int{FamilyIPv4: 0, FamilyIPv6: 0}
-	routes := map[Family]int{FamilyIPv4: 0, FamilyIPv6: 0}
+	v.countAddresses(s.Addresses)
+	v.countNeighbors(s.Neighbors)
 	for _, r := range s.Routes {
-		routes[r.Family]++
+		i := slices.Index(routeFamilies[:], r.Family)
+		if i < 0 {
+			continue
+		}
+		v.routes[i]++
 		if r.Table == TableMain && r.Default() {
-			defaults[r.Family]++
+			v.defaults[i]++
 		}
-	}
-	for _, f := range []Family{FamilyIPv4, FamilyIPv6} {
-		gauge(descRouteDefault, float64(defaults[f]), f.String())
-		gauge(descRoutes, float64(routes[f]), f.String())
-	}
-
-	neighs := make(map[neighCount]int)
-	for _, n := range s.Neighbors {
-		if _, ok := names[n.LinkIndex]; ok {
-			neighs[neighCount{n.LinkIndex, n.State}]++
-		}
-	}
-	for k, n := range neighs {
-		state := k.state.String()
-		if state == "other" {
-			state = "0x" + strconv.FormatUint(uint64(k.state), 16)
-		}
-		gauge(descNeighbors, float64(n), names[k.index], state)
 	}
 
 	net := s.Network
-	gauge(descNetworkUp, b2f(net.Up))
-	counter(descOutages, float64(net.Outages))
-	counter(descOutageSeconds, net.OutageSecondsAt(c.now()))
-	gauge(descLastOutage, net.LastOutage.Seconds())
-	down := make(map[string]bool, len(net.Down))
-	for _, d := range net.Down {
-		down[d] = true
+	v.outageSeconds = net.OutageSecondsAt(c.now())
+	// Required lists are a few egress interfaces: linear scans are fine.
+	for i, r := range net.Required {
+		if slices.Contains(net.Required[:i], r) {
+			continue // listed twice: one series
+		}
+		v.required = append(v.required, requiredView{device: labelValue(r), up: !slices.Contains(net.Down, r)})
 	}
-	for _, r := range net.Required {
-		gauge(descRequiredUp, b2f(!down[r]), r)
-	}
-
 	for _, t := range eventTypes {
-		counter(descEvents, float64(c.events[t].Load()), t)
+		v.events = append(v.events, c.events[t].Load())
 	}
 	for _, r := range resyncReasons {
-		counter(descResyncs, float64(c.resyncs[r].Load()), r)
+		v.resyncs = append(v.resyncs, c.resyncs[r].Load())
 	}
-	counter(descDecodeErrors, float64(c.decodeErrors.Load()))
-	polling := c.polling.Load()
-	gauge(descMode, b2f(!polling), "events")
-	gauge(descMode, b2f(polling), "polling")
-	gauge(descSnapshotVersion, float64(s.Version))
+	v.decodeErrors = c.decodeErrors.Load()
+	v.polling = c.polling.Load()
+	return v
+}
+
+// exported returns the exported link with the given index.
+func (v *view) exported(index int) (*linkView, bool) {
+	lo, hi := 0, len(v.links)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if v.links[m].Index < index {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(v.links) && v.links[lo].Index == index {
+		return &v.links[lo], true
+	}
+	return nil, false
+}
+
+// countAddresses counts addresses by link, family and scope. The snapshot
+// keeps addresses grouped by link, so counting runs needs no map.
+func (v *view) countAddresses(addrs []Address) {
+	for i := 0; i < len(addrs); {
+		ix := addrs[i].LinkIndex
+		end := i + 1
+		for end < len(addrs) && addrs[end].LinkIndex == ix {
+			end++
+		}
+		if l, ok := v.exported(ix); ok {
+			start := len(v.addrs)
+		next:
+			for _, a := range addrs[i:end] {
+				for k := start; k < len(v.addrs); k++ {
+					if c := &v.addrs[k]; c.family == a.Family && c.scope == a.Scope {
+						c.n++
+						continue next
+					}
+				}
+				v.addrs = append(v.addrs, addrCount{device: l.device, family: a.Family, scope: a.Scope, n: 1})
+			}
+			slices.SortFunc(v.addrs[start:], func(a, b addrCount) int {
+				if a.family != b.family {
+					return int(a.family) - int(b.family)
+				}
+				return int(a.scope) - int(b.scope)
+			})
+		}
+		i = end
+	}
+}
+
+// countNeighbors counts neighbour entries by link and state, like
+// countAddresses.
+func (v *view) countNeighbors(neighs []Neighbor) {
+	for i := 0; i < len(neighs); {
+		ix := neighs[i].LinkIndex
+		end := i + 1
+		for end < len(neighs) && neighs[end].LinkIndex == ix {
+			end++
+		}
+		if l, ok := v.exported(ix); ok {
+			start := len(v.neighs)
+		next:
+			for _, n := range neighs[i:end] {
+				for k := start; k < len(v.neighs); k++ {
+					if c := &v.neighs[k]; c.raw == n.State {
+						c.n++
+						continue next
+					}
+				}
+				v.neighs = append(v.neighs, neighCount{device: l.device, state: neighStateLabel(n.State), raw: n.State, n: 1})
+			}
+			slices.SortFunc(v.neighs[start:], func(a, b neighCount) int { return int(a.raw) - int(b.raw) })
+		}
+		i = end
+	}
+}
+
+func neighStateLabel(s NeighState) string {
+	if l := s.String(); l != "other" {
+		return l
+	}
+	return "0x" + strconv.FormatUint(uint64(s), 16)
+}
+
+// labelValue returns s as valid UTF-8, which both exposition formats and
+// client_golang require of label values (MustNewConstMetric panics).
+func labelValue(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// release returns v to the pool, dropping its references to the snapshot.
+func (v *view) release() {
+	clear(v.links)
+	clear(v.addrs)
+	clear(v.neighs)
+	clear(v.required)
+	*v = view{
+		links:    v.links[:0],
+		addrs:    v.addrs[:0],
+		neighs:   v.neighs[:0],
+		required: v.required[:0],
+		events:   v.events[:0],
+		resyncs:  v.resyncs[:0],
+	}
+	viewPool.Put(v)
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, f := range families {
+		ch <- f.desc
+	}
+}
+
+// Collect implements prometheus.Collector from the snapshot; only traffic
+// counters may come from a (rate-limited) kernel dump. WriteText writes
+// the same families for a fraction of the cost.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	v := c.readView()
+	defer v.release()
+	collectView(v, ch)
+}
+
+func collectView(v *view, ch chan<- prometheus.Metric) {
+	for _, f := range families {
+		f.samples(v, func(s sample) bool {
+			ch <- prometheus.MustNewConstMetric(f.desc, f.typ, s.value, s.labels[:len(f.labels)]...)
+			return true
+		})
+	}
 }

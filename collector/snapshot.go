@@ -245,14 +245,15 @@ func (n NetworkStatus) OutageSecondsAt(now time.Time) float64 {
 // Snapshot is an immutable view of kernel network state. A new Snapshot
 // replaces it on every change; Changed is closed when that happens, so a
 // consumer can wait for the next change without polling and without
-// missing one.
+// missing one. Successive snapshots share the slices of tables that did
+// not change, so none may ever be modified.
 type Snapshot struct {
 	Version   uint64
 	Taken     time.Time
-	Links     []Link // sorted by index
-	Addresses []Address
-	Routes    []Route
-	Neighbors []Neighbor
+	Links     []Link     // sorted by index
+	Addresses []Address  // sorted by link index, then address
+	Routes    []Route    // sorted by family, table, destination, metric
+	Neighbors []Neighbor // sorted by link index, then IP
 	Network   NetworkStatus
 
 	changed chan struct{}

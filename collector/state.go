@@ -1,11 +1,12 @@
 package collector
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
@@ -54,7 +55,34 @@ type state struct {
 	addrs  map[addrKey]Address
 	routes map[routeKey]Route
 	neighs map[neighKey]Neighbor
+
+	// The sorted tables of the last snapshot. Snapshots share them, so
+	// they are never modified, only replaced: a snapshot rebuilds only
+	// the tables marked stale since. Links that changed in place (same
+	// index, no link added or removed) are listed in relinked instead:
+	// the next snapshot copies the links and replaces those, no sort.
+	sortedLinks  []Link
+	sortedAddrs  []Address
+	sortedRoutes []Route
+	sortedNeighs []Neighbor
+	stale        tables
+	relinked     []int
+
+	// Scratch space for sorting, reused from snapshot to snapshot.
+	keys  []int
+	order []int32
 }
+
+// tables is a set of state's tables.
+type tables uint8
+
+const (
+	linkTable tables = 1 << iota
+	addrTable
+	routeTable
+	neighTable
+	allTables = linkTable | addrTable | routeTable | neighTable
+)
 
 func newState() *state {
 	return &state{
@@ -62,8 +90,13 @@ func newState() *state {
 		addrs:  make(map[addrKey]Address),
 		routes: make(map[routeKey]Route),
 		neighs: make(map[neighKey]Neighbor),
+		stale:  allTables,
 	}
 }
+
+// touch marks tables as changed since the last snapshot. Every change to
+// the maps must be followed by it (or be one that leaves them equal).
+func (s *state) touch(t tables) { s.stale |= t }
 
 // eventType names a message type for linkgate_netlink_events_total.
 func eventType(t netlink.HeaderType) string {
@@ -127,11 +160,14 @@ func (s *state) apply(m netlink.Message, now time.Time) (change, error) {
 		if m.Header.Type == unix.RTM_DELADDR {
 			_, had := s.addrs[k]
 			delete(s.addrs, k)
+			s.touchIf(had, addrTable)
 			return change{changed: had, flush: true}, nil
 		}
 		old, had := s.addrs[k]
 		s.addrs[k] = a
-		return change{changed: !had || old != a}, nil
+		changed := !had || old != a
+		s.touchIf(changed, addrTable)
+		return change{changed: changed}, nil
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
 		var rm rtnetlink.RouteMessage
 		if err := rm.UnmarshalBinary(m.Data); err != nil {
@@ -145,11 +181,14 @@ func (s *state) apply(m netlink.Message, now time.Time) (change, error) {
 		if m.Header.Type == unix.RTM_DELROUTE {
 			_, had := s.routes[k]
 			delete(s.routes, k)
+			s.touchIf(had, routeTable)
 			return change{changed: had}, nil
 		}
 		old, had := s.routes[k]
 		s.routes[k] = r
-		return change{changed: !had || old != r}, nil
+		changed := !had || old != r
+		s.touchIf(changed, routeTable)
+		return change{changed: changed}, nil
 	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
 		var nm rtnetlink.NeighMessage
 		if err := nm.UnmarshalBinary(m.Data); err != nil {
@@ -163,11 +202,14 @@ func (s *state) apply(m netlink.Message, now time.Time) (change, error) {
 		if m.Header.Type == unix.RTM_DELNEIGH {
 			_, had := s.neighs[k]
 			delete(s.neighs, k)
+			s.touchIf(had, neighTable)
 			return change{changed: had}, nil
 		}
 		old, had := s.neighs[k]
 		s.neighs[k] = n
-		return change{changed: !had || old != n}, nil
+		changed := !had || old != n
+		s.touchIf(changed, neighTable)
+		return change{changed: changed}, nil
 	}
 	return change{}, errIgnored
 }
@@ -191,6 +233,20 @@ func (s *state) setLink(l Link, now time.Time) change {
 		l.LastChange = now
 	}
 	s.links[l.Index] = l
+	// Any difference counts, counters included: a snapshot's links carry
+	// the counters as of its publication.
+	switch {
+	case !had:
+		s.touch(linkTable)
+	case old != l && s.stale&linkTable == 0:
+		s.relinked = append(s.relinked, l.Index)
+		if len(s.relinked) > len(s.links)/4 {
+			// Patching that many is no cheaper than a rebuild, and the
+			// list must not grow while nothing publishes.
+			s.touch(linkTable)
+			s.relinked = s.relinked[:0]
+		}
+	}
 	if !had {
 		return change{changed: true}
 	}
@@ -205,6 +261,7 @@ func (s *state) deleteLink(index int) change {
 		return change{}
 	}
 	delete(s.links, index)
+	s.touch(allTables)
 	for k := range s.addrs {
 		if k.index == index {
 			delete(s.addrs, k)
@@ -235,6 +292,7 @@ func (s *state) replaceRoutes(routes map[routeKey]Route) bool {
 		}
 	}
 	s.routes = routes
+	s.touchIf(changed, routeTable)
 	return changed
 }
 
@@ -250,7 +308,14 @@ func (s *state) replaceNeighbors(neighs map[neighKey]Neighbor) bool {
 		}
 	}
 	s.neighs = neighs
+	s.touchIf(changed, neighTable)
 	return changed
+}
+
+func (s *state) touchIf(changed bool, t tables) {
+	if changed {
+		s.touch(t)
+	}
 }
 
 func (r Route) key() routeKey {
@@ -404,64 +469,137 @@ func decodeNeighbor(m *rtnetlink.NeighMessage) (Neighbor, bool) {
 	return n, true
 }
 
-// snapshot builds an immutable, sorted view of s.
+// snapshot builds an immutable, sorted view of s, re-sorting only the
+// tables that changed since the last one.
 func (s *state) snapshot() *Snapshot {
-	snap := &Snapshot{
-		Links:     make([]Link, 0, len(s.links)),
-		Addresses: make([]Address, 0, len(s.addrs)),
-		Routes:    make([]Route, 0, len(s.routes)),
-		Neighbors: make([]Neighbor, 0, len(s.neighs)),
+	if s.stale&linkTable != 0 || !s.relink() {
+		// Sort the keys, not the links: a Link is ~200 bytes with
+		// pointers, and swapping those costs more than the lookups.
+		s.keys = s.keys[:0]
+		for k := range s.links {
+			s.keys = append(s.keys, k)
+		}
+		slices.Sort(s.keys)
+		s.sortedLinks = make([]Link, len(s.keys))
+		for i, k := range s.keys {
+			s.sortedLinks[i] = s.links[k]
+		}
+	}
+	if s.stale&addrTable != 0 {
+		s.sortedAddrs = sortedValues(s.addrs, compareAddresses, &s.order)
+	}
+	if s.stale&routeTable != 0 {
+		s.sortedRoutes = sortedValues(s.routes, compareRoutes, &s.order)
+	}
+	if s.stale&neighTable != 0 {
+		s.sortedNeighs = sortedValues(s.neighs, compareNeighbors, &s.order)
+	}
+	s.stale, s.relinked = 0, s.relinked[:0]
+	return &Snapshot{
+		Links:     s.sortedLinks,
+		Addresses: s.sortedAddrs,
+		Routes:    s.sortedRoutes,
+		Neighbors: s.sortedNeighs,
 		changed:   make(chan struct{}),
 	}
-	for _, l := range s.links {
-		snap.Links = append(snap.Links, l)
-	}
-	sort.Slice(snap.Links, func(i, j int) bool { return snap.Links[i].Index < snap.Links[j].Index })
-	for _, a := range s.addrs {
-		snap.Addresses = append(snap.Addresses, a)
-	}
-	sort.Slice(snap.Addresses, func(i, j int) bool {
-		x, y := snap.Addresses[i], snap.Addresses[j]
-		if x.LinkIndex != y.LinkIndex {
-			return x.LinkIndex < y.LinkIndex
-		}
-		return x.Prefix.Addr().Less(y.Prefix.Addr())
-	})
-	for _, r := range s.routes {
-		snap.Routes = append(snap.Routes, r)
-	}
-	sort.Slice(snap.Routes, func(i, j int) bool { return routeLess(snap.Routes[i], snap.Routes[j]) })
-	for _, n := range s.neighs {
-		snap.Neighbors = append(snap.Neighbors, n)
-	}
-	sort.Slice(snap.Neighbors, func(i, j int) bool {
-		x, y := snap.Neighbors[i], snap.Neighbors[j]
-		if x.LinkIndex != y.LinkIndex {
-			return x.LinkIndex < y.LinkIndex
-		}
-		return x.IP.Less(y.IP)
-	})
-	return snap
 }
 
-func routeLess(x, y Route) bool {
-	if x.Family != y.Family {
-		return x.Family < y.Family
+// relink replaces the relinked links in a copy of the last snapshot's. It
+// returns false, to have the links rebuilt, if one of them is not there
+// (which touch and setLink are meant to rule out).
+func (s *state) relink() bool {
+	if len(s.relinked) == 0 {
+		return true
 	}
-	if x.Table != y.Table {
-		return x.Table < y.Table
+	next := slices.Clone(s.sortedLinks)
+	for _, ix := range s.relinked {
+		i, ok := slices.BinarySearchFunc(next, ix, func(l Link, ix int) int { return cmp.Compare(l.Index, ix) })
+		l, exists := s.links[ix]
+		if !ok || !exists {
+			return false
+		}
+		next[i] = l
+	}
+	s.sortedLinks = next
+	return true
+}
+
+// sortedValues returns m's values sorted by compare. It sorts positions
+// (in order, reused) and copies each value once, rather than swapping
+// the values themselves around while sorting.
+func sortedValues[K comparable, V any](m map[K]V, compare func(x, y *V) int, order *[]int32) []V {
+	vals := make([]V, 0, len(m))
+	for _, v := range m {
+		vals = append(vals, v)
+	}
+	o := (*order)[:0]
+	for i := range vals {
+		o = append(o, int32(i))
+	}
+	*order = o
+	slices.SortFunc(o, func(i, j int32) int { return compare(&vals[i], &vals[j]) })
+	// Sort vals by o in place, cycle by cycle, so that vals itself is
+	// the result and no second slice is needed.
+	for i := range o {
+		if o[i] < 0 {
+			continue
+		}
+		tmp, j := vals[i], i
+		for {
+			k := int(o[j])
+			o[j] = -1
+			if k == i {
+				vals[j] = tmp
+				break
+			}
+			vals[j] = vals[k]
+			j = k
+		}
+	}
+	return vals
+}
+
+// The comparators are total orders over each table's key, so that a
+// snapshot's order never depends on map iteration.
+
+func compareAddresses(x, y *Address) int {
+	if c := cmp.Compare(x.LinkIndex, y.LinkIndex); c != 0 {
+		return c
+	}
+	if c := x.Prefix.Addr().Compare(y.Prefix.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(x.Prefix.Bits(), y.Prefix.Bits())
+}
+
+func compareRoutes(x, y *Route) int {
+	if c := cmp.Compare(x.Family, y.Family); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(x.Table, y.Table); c != 0 {
+		return c
 	}
 	if c := x.Dst.Addr().Compare(y.Dst.Addr()); c != 0 {
-		return c < 0
+		return c
 	}
-	if x.Dst.Bits() != y.Dst.Bits() {
-		return x.Dst.Bits() < y.Dst.Bits()
+	if c := cmp.Compare(x.Dst.Bits(), y.Dst.Bits()); c != 0 {
+		return c
 	}
-	if x.Priority != y.Priority {
-		return x.Priority < y.Priority
+	if c := cmp.Compare(x.Priority, y.Priority); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(x.Tos, y.Tos); c != 0 {
+		return c
 	}
 	if c := x.Gateway.Compare(y.Gateway); c != 0 {
-		return c < 0
+		return c
 	}
-	return x.LinkIndex < y.LinkIndex
+	return cmp.Compare(x.LinkIndex, y.LinkIndex)
+}
+
+func compareNeighbors(x, y *Neighbor) int {
+	if c := cmp.Compare(x.LinkIndex, y.LinkIndex); c != 0 {
+		return c
+	}
+	return x.IP.Compare(y.IP)
 }
