@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 )
@@ -134,13 +133,13 @@ func (x *exporterCmd) Run(env *runEnv) error {
 		return err
 	}
 	loops := []func(context.Context) error{col.Run}
-	reg := newRegistry(col)
+	reg := newRegistry()
 	if prober != nil {
 		reg.MustRegister(prober)
 		loops = append(loops, afterSync(col, prober.Run))
 	}
 
-	srv := newServer(env, &x.webFlags, reg, col.Alive)
+	srv := newServer(env, &x.webFlags, reg, []expositionWriter{col}, col.Alive)
 	return serve(ctx, env, srv, &x.webFlags, serveOptions{
 		loops: loops,
 		reload: func() {
@@ -162,18 +161,15 @@ func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 	return reg
 }
 
-// newServer builds the HTTP server: landing page, metrics, liveness.
-func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, alive func() bool, register ...func(*http.ServeMux)) *http.Server {
+// newServer builds the HTTP server: landing page, metrics, liveness, and
+// whatever register adds. /metrics serves reg's families and then each
+// fast writer's (the collector formats its own series: see metricsHandler).
+func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, fast []expositionWriter, alive func() bool, register ...func(*http.ServeMux)) *http.Server {
 	mux := http.NewServeMux()
 	for _, r := range register {
 		r(mux)
 	}
-	mux.Handle(w.TelemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            slogErrorLog{env.logger},
-		MaxRequestsInFlight: 10,
-		Timeout:             30 * time.Second,
-		EnableOpenMetrics:   true,
-	})))
+	mux.Handle(w.TelemetryPath, metricsHandler(reg, env.logger, fast...))
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !alive() {
@@ -203,12 +199,6 @@ func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, alive func() 
 		MaxHeaderBytes:    64 << 10,
 	}
 }
-
-type slogErrorLog struct {
-	l interface{ Error(string, ...any) }
-}
-
-func (s slogErrorLog) Println(v ...any) { s.l.Error(fmt.Sprint(v...)) }
 
 // signalContext ends on SIGINT or SIGTERM.
 func signalContext() (context.Context, context.CancelFunc) {

@@ -55,7 +55,7 @@ func TestExporterHTTP(t *testing.T) {
 	}
 
 	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
-	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(col), col.Alive)
+	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(), []expositionWriter{col}, col.Alive)
 	ts := httptest.NewServer(srv.Handler)
 	defer ts.Close()
 
@@ -148,7 +148,7 @@ func TestExporterWithVCenter(t *testing.T) {
 			t.Fatalf("probe never succeeded: %+v", st)
 		}
 	}
-	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(p), func() bool { return true })
+	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(p), nil, func() bool { return true })
 	ts := httptest.NewServer(srv.Handler)
 	defer ts.Close()
 	_, body := get(t, ts.URL+"/metrics")

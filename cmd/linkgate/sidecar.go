@@ -181,7 +181,7 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 	handler := sidecar.NewHandler(gate, sidecar.HandlerOptions{})
 
 	loops := []func(context.Context) error{col.Run, gate.Run}
-	reg := newRegistry(col, gate, handler)
+	reg := newRegistry(gate, handler)
 	if prober != nil {
 		reg.MustRegister(prober)
 		loops = append(loops, afterSync(col, prober.Run))
@@ -206,7 +206,7 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 		loops = append(loops, auto.Run)
 	}
 
-	srv := newServer(env, &s.webFlags, reg, col.Alive, handler.Register)
+	srv := newServer(env, &s.webFlags, reg, []expositionWriter{col}, col.Alive, handler.Register)
 	return serve(ctx, env, srv, &s.webFlags, serveOptions{
 		loops: loops,
 		// Once listening: tell systemd, which then watches the event loop.
