@@ -303,10 +303,11 @@ func (p *Prober) park(ctx context.Context, t *target) (resumed, ok bool) {
 			limitC = nil
 			// Still waiting, but an outage this long is news.
 			reason := fmt.Sprintf("network down for more than %v", p.cfg.MaxNetworkWait)
+			// Count first: whoever sees the new status sees the count.
+			p.metrics.errors.WithLabelValues(t.name, string(Transient), string(KindNetworkDown)).Inc()
 			p.update(t, func(s *Status) {
 				s.Up, s.Class, s.Kind, s.Reason, s.Permanent = false, Transient, string(KindNetworkDown), reason, false
 			})
-			p.metrics.errors.WithLabelValues(t.name, string(Transient), string(KindNetworkDown)).Inc()
 			p.log.Warn("vCenter unreachable: "+reason, "target", t.name, "class", Transient, "kind", KindNetworkDown)
 		}
 	}
@@ -475,21 +476,25 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 		failing, permanent = true, class == Permanent
 	}
 	cur := *s
-	p.notifyLocked()
-	p.mu.Unlock()
-
+	// Count before publishing: whoever sees the new status sees the counts.
 	if prev.ConsecutiveFailures > 0 {
 		p.metrics.retries.WithLabelValues(t.name).Inc()
 	}
 	if err == nil {
 		p.metrics.probes.WithLabelValues(t.name, "success").Inc()
+	} else {
+		p.metrics.probes.WithLabelValues(t.name, "failure").Inc()
+		p.metrics.errors.WithLabelValues(t.name, string(cur.Class), cur.Kind).Inc()
+	}
+	p.notifyLocked()
+	p.mu.Unlock()
+
+	if err == nil {
 		if prev.ConsecutiveFailures > 0 || !prev.Up {
 			p.log.Info("vCenter reachable", "target", t.name, "after_failures", prev.ConsecutiveFailures)
 		}
 		return wait, false, false
 	}
-	p.metrics.probes.WithLabelValues(t.name, "failure").Inc()
-	p.metrics.errors.WithLabelValues(t.name, string(cur.Class), cur.Kind).Inc()
 	attrs := []any{"target", t.name, "class", cur.Class, "kind", cur.Kind, "reason", cur.Reason,
 		"consecutive_failures", cur.ConsecutiveFailures, "next_attempt_in", wait}
 	switch {
