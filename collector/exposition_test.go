@@ -7,8 +7,6 @@ import (
 	"maps"
 	"math"
 	"net/netip"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/promtooltest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -120,28 +119,6 @@ func checkShape(t *testing.T, text string) {
 	}
 }
 
-// promtoolCheck runs `promtool check metrics` on an exposition. CI
-// installs promtool (Debian's prometheus package) and sets
-// LINKGATE_REQUIRE_ROOT_TESTS, which makes its absence a failure.
-func promtoolCheck(t *testing.T, exposition string) {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv(netnstest.RequireEnv) != "" {
-			t.Fatalf("promtool not found and %s is set", netnstest.RequireEnv)
-		}
-		t.Log("promtool not installed; skipping promtool check metrics")
-		return
-	}
-	cmd := exec.Command(path, "check", "metrics")
-	cmd.Stdin = strings.NewReader(exposition)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil || out.Len() > 0 {
-		t.Errorf("promtool check metrics: %v\n%s", err, out.String())
-	}
-}
-
 // writeView renders v with WriteText's writer.
 func writeView(t *testing.T, v *view) string {
 	t.Helper()
@@ -200,7 +177,7 @@ func TestWriteTextMatchesCollect(t *testing.T) {
 	v := c.readView()
 	defer v.release()
 	text := compareRenderings(t, v)
-	promtoolCheck(t, text)
+	promtooltest.CheckMetrics(t, text)
 	for _, want := range []string{
 		`linkgate_link_info{address="` + linkAddress(t, s, "va") + `",alias="uplink \"a\\b\"\nto vcenter",device="va",kind="veth"} 1`,
 		`alias="bad ` + "\uFFFD" + ` utf-8",device="vz",kind="veth"} 1`,
@@ -304,7 +281,7 @@ func TestWriteTextSynthetic(t *testing.T) {
 	v := c.readView()
 	defer v.release()
 	text := compareRenderings(t, v)
-	promtoolCheck(t, text)
+	promtooltest.CheckMetrics(t, text)
 	for _, want := range []string{
 		"# HELP linkgate_link_addresses Number of addresses on the link by family and scope.\n" +
 			"# TYPE linkgate_link_addresses gauge\n" +

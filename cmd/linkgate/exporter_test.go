@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/promtooltest"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -74,7 +72,7 @@ func TestExporterHTTP(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	promtoolCheck(t, body)
+	promtooltest.CheckMetrics(t, body)
 
 	if code, body := get(t, ts.URL+"/"); code != http.StatusOK || !strings.Contains(body, "linkgate") {
 		t.Errorf("landing page: %d %q", code, body)
@@ -86,27 +84,6 @@ func TestExporterHTTP(t *testing.T) {
 	wg.Wait()
 	if code, _ := get(t, ts.URL+"/healthz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz after the event loop stopped: %d, want 503", code)
-	}
-}
-
-// promtoolCheck runs `promtool check metrics` on an exposition. promtool
-// comes from Debian's prometheus package; CI requires it.
-func promtoolCheck(t *testing.T, exposition string) {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv(netnstest.RequireEnv) != "" {
-			t.Fatalf("promtool not found and %s is set", netnstest.RequireEnv)
-		}
-		t.Log("promtool not installed; skipping promtool check metrics")
-		return
-	}
-	cmd := exec.Command(path, "check", "metrics")
-	cmd.Stdin = strings.NewReader(exposition)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil || out.Len() > 0 {
-		t.Errorf("promtool check metrics: %v\n%s", err, out.String())
 	}
 }
 
@@ -165,5 +142,5 @@ func TestExporterWithVCenter(t *testing.T) {
 	if strings.Contains(body, sim.Password) {
 		t.Error("password leaked into /metrics")
 	}
-	promtoolCheck(t, body)
+	promtooltest.CheckMetrics(t, body)
 }

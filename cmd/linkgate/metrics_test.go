@@ -16,6 +16,7 @@ import (
 
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/promtooltest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/common/expfmt"
@@ -126,7 +127,7 @@ func TestMetricsHandler(t *testing.T) {
 				seen[name] = true
 			}
 		}
-		promtoolCheck(t, body)
+		promtooltest.CheckMetrics(t, body)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/promtooltest"
 )
 
 func freePort(t *testing.T) string {
@@ -212,7 +213,7 @@ func TestSidecarGateWaitAndCheck(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	promtoolCheck(t, metrics)
+	promtooltest.CheckMetrics(t, metrics)
 }
 
 func TestSidecarShutdownReleasesWaiters(t *testing.T) {
