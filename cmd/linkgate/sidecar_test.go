@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,15 +21,23 @@ import (
 	"github.com/linkgate/linkgate/internal/promtooltest"
 )
 
+// freePort returns a loopback address for a server the test starts by
+// address. It is picked below the ephemeral range (32768+), so that no
+// client connection or ":0" listener of a concurrent test can take it
+// between this check and the server's listen.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return addr
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
 }
 
 // sidecarEnv is a sidecar watching a private namespace (link va, peer vb)
