@@ -30,10 +30,11 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestExporterHTTP serves a real collector watching a private namespace
-// and checks what Prometheus and a prober would see, including that
-// promtool accepts the exposition.
-func TestExporterHTTP(t *testing.T) {
+// runningCollector runs a collector on a private namespace whose link va
+// (peer vb in another namespace) is required, and waits for its first
+// dump. stop ends it and waits; it also runs when the test ends.
+func runningCollector(t *testing.T) (col *collector.Collector, stop func()) {
+	t.Helper()
 	a, b := netnstest.New(t), netnstest.New(t)
 	netnstest.Veth(t, a, "va", b, "vb")
 	col, err := collector.New(collector.Options{NetNS: a.Path, Required: []string{"va"}})
@@ -44,13 +45,21 @@ func TestExporterHTTP(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = col.Run(ctx) }()
-	defer wg.Wait()
-	defer cancel()
+	stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(stop)
 	select {
 	case <-col.Synced():
 	case <-time.After(20 * time.Second):
 		t.Fatal("collector did not sync")
 	}
+	return col, stop
+}
+
+// TestExporterHTTP serves a real collector watching a private namespace
+// and checks what Prometheus and a prober would see, including that
+// promtool accepts the exposition.
+func TestExporterHTTP(t *testing.T) {
+	col, stop := runningCollector(t)
 
 	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
 	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(), []expositionWriter{col}, col.Alive)
@@ -80,8 +89,7 @@ func TestExporterHTTP(t *testing.T) {
 	if code, body := get(t, ts.URL+"/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz while running: %d %q", code, body)
 	}
-	cancel()
-	wg.Wait()
+	stop()
 	if code, _ := get(t, ts.URL+"/healthz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz after the event loop stopped: %d, want 503", code)
 	}

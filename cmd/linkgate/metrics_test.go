@@ -3,19 +3,14 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/linkgate/linkgate/collector"
-	"github.com/linkgate/linkgate/internal/netnstest"
 	"github.com/linkgate/linkgate/internal/promtooltest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -70,23 +65,7 @@ func fetchMetrics(url string, gz bool) (*http.Response, string, error) {
 // watching a private namespace as the fast writer, as the exporter does,
 // and checks what Prometheus would get, compressed and not.
 func TestMetricsHandler(t *testing.T) {
-	a, b := netnstest.New(t), netnstest.New(t)
-	netnstest.Veth(t, a, "va", b, "vb")
-	col, err := collector.New(collector.Options{NetNS: a.Path, Required: []string{"va"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = col.Run(ctx) }()
-	defer wg.Wait()
-	defer cancel()
-	select {
-	case <-col.Synced():
-	case <-time.After(20 * time.Second):
-		t.Fatal("collector did not sync")
-	}
+	col, _ := runningCollector(t)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
