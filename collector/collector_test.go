@@ -418,3 +418,34 @@ func neighIs(ip string, st NeighState) func(*Snapshot) bool {
 }
 
 var _ = errors.New
+
+// TestDuplicateAddressDetection: an IPv6 address that the peer already
+// holds fails DAD; the snapshot shows it unusable, one added with nodad is
+// usable.
+func TestDuplicateAddressDetection(t *testing.T) {
+	a, b := pair(t)
+	c := start(t, a, Options{})
+	waitFor(t, c, "va up", linkUp("va", true))
+	b.IP(t, "addr", "add", "2001:db8:77::1/64", "dev", "vb", "nodad")
+	a.IP(t, "addr", "add", "2001:db8:77::2/64", "dev", "va", "nodad")
+	a.IP(t, "addr", "add", "2001:db8:77::1/64", "dev", "va")
+	addr := func(s *Snapshot, prefix string) (Address, bool) {
+		l, _ := s.LinkByName("va")
+		for _, x := range s.AddressesOf(l.Index) {
+			if x.Prefix.String() == prefix {
+				return x, true
+			}
+		}
+		return Address{}, false
+	}
+	s := waitFor(t, c, "duplicate detected", func(s *Snapshot) bool {
+		x, ok := addr(s, "2001:db8:77::1/64")
+		return ok && x.Flags&AddrFlagDADFailed != 0
+	})
+	if x, _ := addr(s, "2001:db8:77::1/64"); x.Usable() {
+		t.Errorf("DAD-failed address counted usable: %+v", x)
+	}
+	if x, ok := addr(s, "2001:db8:77::2/64"); !ok || !x.Usable() {
+		t.Errorf("nodad address: %+v %v", x, ok)
+	}
+}

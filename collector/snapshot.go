@@ -184,7 +184,19 @@ type Address struct {
 	Family    Family
 	Prefix    netip.Prefix // the address with its prefix length
 	Scope     Scope
+	Flags     uint32 // IFA_F_* (IFA_FLAGS when present)
 }
+
+// Address flags that make an address unusable as a source.
+const (
+	AddrFlagDADFailed = 0x08 // IFA_F_DADFAILED: duplicate address detected
+	AddrFlagTentative = 0x40 // IFA_F_TENTATIVE: duplicate address detection still running
+)
+
+// Usable reports whether the address can be used: not still in, and not
+// failed, duplicate address detection (an IPv6 address is tentative for
+// about a second after it is added or its link comes up).
+func (a Address) Usable() bool { return a.Flags&(AddrFlagTentative|AddrFlagDADFailed) == 0 }
 
 // Route is one route from any table other than local.
 type Route struct {

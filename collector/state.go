@@ -397,7 +397,11 @@ func decodeAddress(m *rtnetlink.AddressMessage) (Address, bool) {
 	if err != nil {
 		return Address{}, false
 	}
-	return Address{LinkIndex: int(m.Index), Family: fam, Prefix: netip.PrefixFrom(a, p.Bits()), Scope: Scope(m.Scope)}, true
+	flags := uint32(m.Flags)
+	if m.Attributes.Flags != 0 {
+		flags = m.Attributes.Flags // IFA_FLAGS: the 32-bit superset
+	}
+	return Address{LinkIndex: int(m.Index), Family: fam, Prefix: netip.PrefixFrom(a, p.Bits()), Scope: Scope(m.Scope), Flags: flags}, true
 }
 
 func decodeRoute(m *rtnetlink.RouteMessage) (Route, bool) {

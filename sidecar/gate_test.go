@@ -514,3 +514,26 @@ func TestChecksComposition(t *testing.T) {
 		t.Errorf("address on eth0: %v", err)
 	}
 }
+
+// An IPv6 address still in (or failed) duplicate address detection cannot
+// be used, so it does not satisfy the addresses check.
+func TestTentativeAddressDoesNotCount(t *testing.T) {
+	snap := healthySnapshot().s
+	check := AddressesCheck(collector.FamilyIPv6)
+	for _, tc := range []struct {
+		flags uint32
+		ok    bool
+	}{
+		{0, true},
+		{collector.AddrFlagTentative, false},
+		{collector.AddrFlagDADFailed | collector.AddrFlagTentative, false},
+	} {
+		s := *snap
+		s.Addresses = []collector.Address{{LinkIndex: 2, Family: collector.FamilyIPv6,
+			Prefix: netip.MustParsePrefix("2001:db8::1/64"), Flags: tc.flags}}
+		err := check.Check(context.Background(), &Input{Snapshot: &s})
+		if (err == nil) != tc.ok {
+			t.Errorf("flags %#x: %v, want ok=%v", tc.flags, err, tc.ok)
+		}
+	}
+}

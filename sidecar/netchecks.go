@@ -120,9 +120,11 @@ func AddressesCheck(families ...collector.Family) Check {
 	})
 }
 
+// hasGlobalAddress: a global address of family f that is usable (not
+// tentative or failed in duplicate address detection).
 func hasGlobalAddress(s *collector.Snapshot, index int, f collector.Family) bool {
 	for _, a := range s.AddressesOf(index) {
-		if a.Family == f && a.Scope == 0 {
+		if a.Family == f && a.Scope == 0 && a.Usable() {
 			return true
 		}
 	}
