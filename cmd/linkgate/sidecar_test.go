@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -328,5 +330,31 @@ func TestDemo(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("demo did not stop on SIGTERM")
+	}
+}
+
+// TestWaitOverTLS: a sidecar served over TLS with a private CA is reached
+// with --tls.ca-file; without it the certificate error is exit 2.
+func TestWaitOverTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ready" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCLI(t, "wait", "--url", srv.URL+"/ready", "--tls.ca-file", ca, "--timeout", "10s"); code != 0 {
+		t.Errorf("with the CA: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := runCLI(t, "wait", "--url", srv.URL+"/ready", "--timeout", "2s"); code != 2 {
+		t.Errorf("without the CA: exit %d, want 2", code)
+	}
+	if code, _, errOut := runCLI(t, "wait", "--url", srv.URL+"/ready", "--tls.ca-file", "/nonexistent.pem"); code != 2 || !strings.Contains(errOut, "--tls.ca-file") {
+		t.Errorf("missing CA file: exit %d: %s", code, errOut)
 	}
 }

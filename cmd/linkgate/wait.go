@@ -22,6 +22,7 @@ type waitCmd struct {
 	IPv4      bool          `name:"ipv4" short:"4" help:"Local mode: also require a global IPv4 address."`
 	IPv6      bool          `name:"ipv6" short:"6" help:"Local mode: also require a global IPv6 address."`
 	NetNS     string        `name:"netns" placeholder:"PATH" help:"Local mode: namespace to watch."`
+	CAFile    string        `name:"tls.ca-file" placeholder:"FILE" help:"--url over https: PEM CA bundle to verify the sidecar (when its --web.config.file enables TLS with a private CA)."`
 	MaxWait   time.Duration `name:"network.max-wait" default:"300s" help:"Default for --timeout (max_network_wait_s)."`
 }
 
@@ -53,7 +54,11 @@ func (w *waitCmd) Run(env *runEnv) error {
 
 	var err error
 	if w.URL != "" {
-		err = sidecar.WaitURL(ctx, waitClient(), w.URL, timeout)
+		client, cerr := waitClient(w.CAFile)
+		if cerr != nil {
+			return &exitError{sidecar.ExitError, env.invalid("tls.ca-file", "%v", cerr)}
+		}
+		err = sidecar.WaitURL(ctx, client, w.URL, timeout)
 	} else {
 		err = w.waitLocal(ctx, env, local, timeout)
 	}
