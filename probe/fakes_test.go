@@ -96,16 +96,6 @@ func (c *fakeClock) nextTimer(t *testing.T) time.Duration {
 	}
 }
 
-// noTimer asserts that no NewTimer call is pending right now.
-func (c *fakeClock) noTimer(t *testing.T) {
-	t.Helper()
-	select {
-	case d := <-c.timers:
-		t.Fatalf("unexpected timer of %v", d)
-	default:
-	}
-}
-
 // fixedRand is a rand.Source whose Float64 is always r.
 type fixedRand struct{ r float64 }
 
