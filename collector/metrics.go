@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -357,60 +358,51 @@ func (v *view) exported(index int) (*linkView, bool) {
 	return nil, false
 }
 
-// countAddresses counts addresses by link, family and scope. The snapshot
-// keeps addresses grouped by link, so counting runs needs no map.
+// countAddresses counts addresses by link, family and scope.
 func (v *view) countAddresses(addrs []Address) {
-	for i := 0; i < len(addrs); {
-		ix := addrs[i].LinkIndex
-		end := i + 1
-		for end < len(addrs) && addrs[end].LinkIndex == ix {
-			end++
-		}
-		if l, ok := v.exported(ix); ok {
-			start := len(v.addrs)
-		next:
-			for _, a := range addrs[i:end] {
-				for k := start; k < len(v.addrs); k++ {
-					if c := &v.addrs[k]; c.family == a.Family && c.scope == a.Scope {
-						c.n++
-						continue next
-					}
-				}
-				v.addrs = append(v.addrs, addrCount{device: l.device, family: a.Family, scope: a.Scope, n: 1})
-			}
-			slices.SortFunc(v.addrs[start:], func(a, b addrCount) int {
-				if a.family != b.family {
-					return int(a.family) - int(b.family)
-				}
-				return int(a.scope) - int(b.scope)
-			})
-		}
-		i = end
-	}
+	countByLink(v, addrs,
+		func(a Address) int { return a.LinkIndex },
+		func(a Address) uint16 { return uint16(a.Family)<<8 | uint16(a.Scope) },
+		func(l *linkView, k uint16, n int) {
+			v.addrs = append(v.addrs, addrCount{device: l.device, family: Family(k >> 8), scope: Scope(k), n: n})
+		})
 }
 
-// countNeighbors counts neighbour entries by link and state, like
-// countAddresses.
+// countNeighbors counts neighbour entries by link and state.
 func (v *view) countNeighbors(neighs []Neighbor) {
-	for i := 0; i < len(neighs); {
-		ix := neighs[i].LinkIndex
+	countByLink(v, neighs,
+		func(n Neighbor) int { return n.LinkIndex },
+		func(n Neighbor) NeighState { return n.State },
+		func(l *linkView, k NeighState, n int) {
+			v.neighs = append(v.neighs, neighCount{device: l.device, state: neighStateLabel(k), raw: k, n: n})
+		})
+}
+
+// countByLink calls emit once per exported link and key with the number of
+// items that have it, keys in ascending order. The snapshot keeps items
+// grouped by link, so each run is counted by sorting its few keys; no map.
+func countByLink[T any, K cmp.Ordered](v *view, items []T, link func(T) int, key func(T) K, emit func(*linkView, K, int)) {
+	var keys []K
+	for i := 0; i < len(items); {
+		ix := link(items[i])
 		end := i + 1
-		for end < len(neighs) && neighs[end].LinkIndex == ix {
+		for end < len(items) && link(items[end]) == ix {
 			end++
 		}
 		if l, ok := v.exported(ix); ok {
-			start := len(v.neighs)
-		next:
-			for _, n := range neighs[i:end] {
-				for k := start; k < len(v.neighs); k++ {
-					if c := &v.neighs[k]; c.raw == n.State {
-						c.n++
-						continue next
-					}
-				}
-				v.neighs = append(v.neighs, neighCount{device: l.device, state: neighStateLabel(n.State), raw: n.State, n: 1})
+			keys = keys[:0]
+			for _, it := range items[i:end] {
+				keys = append(keys, key(it))
 			}
-			slices.SortFunc(v.neighs[start:], func(a, b neighCount) int { return int(a.raw) - int(b.raw) })
+			slices.Sort(keys)
+			for j := 0; j < len(keys); {
+				k := j + 1
+				for k < len(keys) && keys[k] == keys[j] {
+					k++
+				}
+				emit(l, keys[j], k-j)
+				j = k
+			}
 		}
 		i = end
 	}
