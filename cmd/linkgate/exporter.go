@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/linkgate/linkgate/collector"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -94,49 +93,24 @@ func redactURL(raw string) string {
 // for the shared configuration reload.
 func (x *exporterCmd) asSidecar() sidecarCmd {
 	return sidecarCmd{webFlags: x.webFlags, collectorFlags: x.collectorFlags, networkFlags: x.networkFlags, vcenterFlags: x.vcenterFlags,
-		notifyFlags: notifyFlags{WebhookFormat: "generic"}}
+		notifyFlags: notifyFlags{WebhookFormat: "generic"}, exporter: true}
 }
 
 func (x *exporterCmd) Run(env *runEnv) error {
-	filter, err := env.deviceFilter(&x.collectorFlags)
+	s := x.asSidecar()
+	filter, err := s.validate(env)
 	if err != nil {
 		return err
 	}
-	if err := env.validateWeb(&x.webFlags); err != nil {
-		return err
-	}
-	if err := env.validateNetwork(&x.networkFlags, &x.collectorFlags, false, len(x.URL) > 0); err != nil {
-		return err
-	}
-	if err := env.validateVCenter(&x.vcenterFlags, &x.networkFlags); err != nil {
-		return err
-	}
-	if env.global.ConfigCheck {
-		fmt.Fprintln(env.stdout, "configuration is valid")
+	if env.configChecked() {
 		return nil
 	}
-
 	ctx, stop := signalContext()
 	defer stop()
-
-	col, err := collector.New(collector.Options{
-		NetNS:        x.NetNS,
-		Required:     x.RequiredInterfaces,
-		DeviceFilter: filter,
-		Logger:       env.logger.With("component", "collector"),
-	})
-	if err != nil {
-		return configErrorf("%s: %v", env.origin("netns"), err)
-	}
-	prober, err := env.newProber(&x.vcenterFlags, &x.networkFlags, col)
+	reg := newRegistry()
+	col, _, loops, err := s.startWatchers(env, filter, reg)
 	if err != nil {
 		return err
-	}
-	loops := []func(context.Context) error{col.Run}
-	reg := newRegistry()
-	if prober != nil {
-		reg.MustRegister(prober)
-		loops = append(loops, afterSync(col, prober.Run))
 	}
 
 	srv := newServer(env, &x.webFlags, reg, []expositionWriter{col}, col.Alive)

@@ -211,6 +211,15 @@ func (e *exitError) Error() string {
 	return e.err.Error()
 }
 
+// configChecked ends a --config.check run: validation has passed by now.
+func (e *runEnv) configChecked() bool {
+	if !e.global.ConfigCheck {
+		return false
+	}
+	fmt.Fprintln(e.stdout, "configuration is valid")
+	return true
+}
+
 // isSet reports whether a flag was given on the command line, in the
 // environment or in the configuration file (not just defaulted).
 func (e *runEnv) isSet(flag string) bool {

@@ -14,6 +14,7 @@ import (
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/probe"
 	"github.com/linkgate/linkgate/sidecar"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // gateFlags choose the readiness checks and their damping.
@@ -36,6 +37,10 @@ type sidecarCmd struct {
 	vcenterFlags   `embed:""`
 	gateFlags      `embed:""`
 	notifyFlags    `embed:""`
+
+	// exporter: these are an exporter's settings (no gate, so no
+	// required_interfaces: auto).
+	exporter bool
 }
 
 func (s *sidecarCmd) autoRequired() bool {
@@ -51,7 +56,7 @@ func (s *sidecarCmd) validate(env *runEnv) (func(string) bool, error) {
 	if err := env.validateWeb(&s.webFlags); err != nil {
 		return nil, err
 	}
-	if err := env.validateNetwork(&s.networkFlags, &s.collectorFlags, true, len(s.URL) > 0); err != nil {
+	if err := env.validateNetwork(&s.networkFlags, &s.collectorFlags, !s.exporter, len(s.URL) > 0); err != nil {
 		return nil, err
 	}
 	if err := env.validateVCenter(&s.vcenterFlags, &s.networkFlags); err != nil {
@@ -135,8 +140,7 @@ func (s *sidecarCmd) Run(env *runEnv) error {
 	if err != nil {
 		return err
 	}
-	if env.global.ConfigCheck {
-		fmt.Fprintln(env.stdout, "configuration is valid")
+	if env.configChecked() {
 		return nil
 	}
 	ctx, stop := signalContext()
@@ -144,9 +148,11 @@ func (s *sidecarCmd) Run(env *runEnv) error {
 	return s.run(ctx, env, filter)
 }
 
-// run starts the collector, probe, gate, notifications and HTTP server and
-// blocks until ctx ends (SIGTERM) or one of them fails.
-func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) bool) error {
+// startWatchers builds what every serving command runs: the collector and,
+// with a vCenter target, the probe, which starts after the collector's
+// first dump. reg gets the probe's metrics; the collector is served as a
+// fast writer (see metricsHandler).
+func (s *sidecarCmd) startWatchers(env *runEnv, filter func(string) bool, reg *prometheus.Registry) (*collector.Collector, *probe.Prober, []func(context.Context) error, error) {
 	required := s.RequiredInterfaces
 	if s.autoRequired() {
 		required = nil // filled in from the route to vCenter
@@ -158,9 +164,25 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 		Logger:       env.logger.With("component", "collector"),
 	})
 	if err != nil {
-		return configErrorf("%s: %v", env.origin("netns"), err)
+		return nil, nil, nil, configErrorf("%s: %v", env.origin("netns"), err)
 	}
 	prober, err := env.newProber(&s.vcenterFlags, &s.networkFlags, col)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	loops := []func(context.Context) error{col.Run}
+	if prober != nil {
+		reg.MustRegister(prober)
+		loops = append(loops, afterSync(col, prober.Run))
+	}
+	return col, prober, loops, nil
+}
+
+// run starts the collector, probe, gate, notifications and HTTP server and
+// blocks until ctx ends (SIGTERM) or one of them fails.
+func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) bool) error {
+	reg := newRegistry()
+	col, prober, loops, err := s.startWatchers(env, filter, reg)
 	if err != nil {
 		return err
 	}
@@ -183,12 +205,8 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 	}
 	handler := sidecar.NewHandler(gate, sidecar.HandlerOptions{})
 
-	loops := []func(context.Context) error{col.Run, gate.Run}
-	reg := newRegistry(gate, handler)
-	if prober != nil {
-		reg.MustRegister(prober)
-		loops = append(loops, afterSync(col, prober.Run))
-	}
+	loops = append(loops, gate.Run)
+	reg.MustRegister(gate, handler)
 	if len(s.WebhookURL) > 0 {
 		hooks := make([]sidecar.Webhook, len(s.WebhookURL))
 		for i, u := range s.WebhookURL {

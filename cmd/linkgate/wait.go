@@ -45,8 +45,7 @@ func (w *waitCmd) Run(env *runEnv) error {
 	if w.URL != "" && (len(w.Interface) > 0 || w.Any || w.IPv4 || w.IPv6 || w.NetNS != "") {
 		return &exitError{sidecar.ExitError, configErrorf("--url waits on a sidecar; --interface, --any, -4, -6 and --netns are for local mode")}
 	}
-	if env.global.ConfigCheck {
-		fmt.Fprintln(env.stdout, "configuration is valid")
+	if env.configChecked() {
 		return nil
 	}
 	ctx, stop := signalContext()
@@ -121,8 +120,7 @@ func (c *checkCmd) Run(env *runEnv) error {
 	if _, err := s.validate(env); err != nil {
 		return &exitError{2, err}
 	}
-	if env.global.ConfigCheck {
-		fmt.Fprintln(env.stdout, "configuration is valid")
+	if env.configChecked() {
 		return nil
 	}
 	ctx, stop := signalContext()
