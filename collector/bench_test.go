@@ -288,9 +288,9 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// kernelState fills a state from one full dump of ns, as Run does at start,
+// dumpedState fills a state from one full dump of ns, as Run does at start,
 // without starting the event loop.
-func kernelState(b *testing.B, ns *netnstest.NS) (*Collector, *state) {
+func dumpedState(b *testing.B, ns *netnstest.NS) (*Collector, *state) {
 	b.Helper()
 	c, err := New(Options{NetNS: ns.Path})
 	if err != nil {
@@ -306,9 +306,11 @@ func kernelState(b *testing.B, ns *netnstest.NS) (*Collector, *state) {
 		c.nsMu.Unlock()
 	})
 	st := newState()
-	if err := c.resync(st); err != nil {
+	k, err := c.dumpAll()
+	if err != nil {
 		b.Fatal(err)
 	}
+	st.adopt(k, time.Now())
 	if len(st.links) < 2*benchPairs+1 {
 		b.Fatalf("dump has %d links, want %d", len(st.links), 2*benchPairs+1)
 	}
@@ -342,7 +344,7 @@ func linkMessage(b *testing.B, c *Collector, name string) netlink.Message {
 //   - flap: alternately down and up, so every message changes the link.
 func BenchmarkApplyEvent(b *testing.B) {
 	ns := namespace1000(b)
-	c, st := kernelState(b, ns)
+	c, st := dumpedState(b, ns)
 	up := linkMessage(b, c, "lgb0a")
 	ns.IP(b, "link", "set", "lgb0a", "down")
 	down := linkMessage(b, c, "lgb0a")
@@ -391,7 +393,7 @@ func BenchmarkApplyEvent(b *testing.B) {
 //     one link pays: only the links are re-sorted.
 func BenchmarkSnapshotBuild1000(b *testing.B) {
 	ns := namespace1000(b)
-	c, st := kernelState(b, ns)
+	c, st := dumpedState(b, ns)
 	up := linkMessage(b, c, "lgb0a")
 	ns.IP(b, "link", "set", "lgb0a", "down")
 	down := linkMessage(b, c, "lgb0a")
@@ -409,7 +411,7 @@ func BenchmarkSnapshotBuild1000(b *testing.B) {
 		defer reportCPU(b)()
 		for b.Loop() {
 			st.touch(allTables)
-			c.publish(st)
+			c.publish(st, true)
 		}
 	})
 	msgs, i := [2]netlink.Message{down, up}, 0
@@ -422,7 +424,7 @@ func BenchmarkSnapshotBuild1000(b *testing.B) {
 				b.Fatalf("flap: %v, %+v", err, ch)
 			}
 			i++
-			c.publish(st)
+			c.publish(st, true)
 		}
 	})
 }

@@ -49,7 +49,11 @@ type Options struct {
 	// StatsMinInterval bounds how often a scrape may refresh traffic
 	// counters from the kernel (default 1s).
 	StatsMinInterval time.Duration
-	Logger           *slog.Logger
+	// VerifyInterval is the period of the anti-entropy check: a full dump
+	// compared with the state, any divergence counted, logged and
+	// repaired (default 60s; negative disables).
+	VerifyInterval time.Duration
+	Logger         *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -60,13 +64,30 @@ const groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFA
 
 // Resync reasons for linkgate_netlink_resyncs_total.
 const (
-	ResyncOverflow  = "overflow"  // ENOBUFS: events were dropped
-	ResyncReconnect = "reconnect" // the event socket failed and was re-dialed
-	ResyncFlush     = "flush"     // the kernel may have flushed routes silently
+	ResyncOverflow   = "overflow"   // ENOBUFS: events were dropped
+	ResyncDrops      = "drops"      // the socket's drop counter rose (or an event was truncated) without ENOBUFS
+	ResyncReconnect  = "reconnect"  // the event socket failed and was re-dialed
+	ResyncFlush      = "flush"      // routes and neighbours re-dumped: the kernel may have flushed them silently
+	ResyncDivergence = "divergence" // the anti-entropy check found the state wrong and repaired it
+)
+
+// Reasons for linkgate_netlink_dump_failures_total: failed dump attempts.
+const (
+	retryInterrupted = "interrupted" // NLM_F_DUMP_INTR: the table changed while dumping
+	retryError       = "error"       // the dump request failed
+)
+
+// Anti-entropy outcomes for linkgate_netlink_verifications_total.
+const (
+	verifyOK       = "ok"       // the state matched a full dump
+	verifyDiverged = "diverged" // it did not, and was repaired
+	verifyBusy     = "busy"     // changes arrived during the dump: tried again later
 )
 
 var eventTypes = []string{"newlink", "dellink", "newaddr", "deladdr", "newroute", "delroute", "newneigh", "delneigh"}
-var resyncReasons = []string{ResyncOverflow, ResyncReconnect, ResyncFlush}
+var resyncReasons = []string{ResyncOverflow, ResyncDrops, ResyncReconnect, ResyncFlush, ResyncDivergence}
+var retryReasons = []string{retryInterrupted, retryError}
+var verifyResults = []string{verifyOK, verifyDiverged, verifyBusy}
 
 // errSubscribeRefused means multicast is unavailable: use polling.
 var errSubscribeRefused = errors.New("rtnetlink multicast subscription refused")
@@ -84,13 +105,29 @@ type Collector struct {
 	synced   chan struct{}
 	syncOnce sync.Once
 
-	events       map[string]*atomic.Uint64
-	resyncs      map[string]*atomic.Uint64
-	decodeErrors atomic.Uint64
-	polling      atomic.Bool
-	running      atomic.Bool
+	// doubt, under mu, says why the state is unverified ("" when it is
+	// verified); doubtSince is when that began.
+	doubtReason string
+	doubtSince  time.Time
+	// verifiedUp is Network.Up of the last verified snapshot: the probe's
+	// view while the state is in doubt.
+	verifiedUp atomic.Bool
+
+	events        map[string]*atomic.Uint64
+	resyncs       map[string]*atomic.Uint64
+	dumpRetries   map[string]*atomic.Uint64
+	verifications map[string]*atomic.Uint64
+	divergences   map[string]*atomic.Uint64
+	dropped       atomic.Uint64
+	decodeErrors  atomic.Uint64
+	polling       atomic.Bool
+	running       atomic.Bool
 	// failingSince is set (unix nanos) while the event socket cannot be dialed.
 	failingSince atomic.Int64
+	// beatAt is when the event loop last turned (unix nanos).
+	beatAt atomic.Int64
+	// evSock is the current event socket, nil between sockets.
+	evSock atomic.Pointer[eventSocket]
 
 	nsMu   sync.Mutex
 	nsFile *os.File
@@ -105,6 +142,12 @@ type Collector struct {
 	// Test seams.
 	dialEvents      func(cfg *netlink.Config) (*netlink.Conn, error)
 	testHookReceive func()
+	testHookResync  func(reason string)
+	// testHookDump: return true to have a dump attempt treated as
+	// interrupted (NLM_F_DUMP_INTR).
+	testHookDump func(t netlink.HeaderType) bool
+	// testHooks are run by the event loop (see inLoop).
+	testHooks chan func(*loop)
 }
 
 // New returns a Collector. It opens nothing until Run.
@@ -124,29 +167,38 @@ func New(opts Options) (*Collector, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.VerifyInterval == 0 {
+		opts.VerifyInterval = time.Minute
+	}
 	if opts.NetNS != "" {
 		if _, err := os.Stat(opts.NetNS); err != nil {
 			return nil, fmt.Errorf("network namespace: %w", err)
 		}
 	}
 	c := &Collector{
-		opts:       opts,
-		log:        opts.Logger,
-		now:        opts.Now,
-		required:   slices.Clone(opts.Required),
-		synced:     make(chan struct{}),
-		events:     make(map[string]*atomic.Uint64),
-		resyncs:    make(map[string]*atomic.Uint64),
-		dialEvents: func(cfg *netlink.Config) (*netlink.Conn, error) { return netlink.Dial(unix.NETLINK_ROUTE, cfg) },
-	}
-	for _, t := range append(eventTypes, "other") {
-		c.events[t] = new(atomic.Uint64)
-	}
-	for _, r := range resyncReasons {
-		c.resyncs[r] = new(atomic.Uint64)
+		opts:          opts,
+		log:           opts.Logger,
+		now:           opts.Now,
+		required:      slices.Clone(opts.Required),
+		synced:        make(chan struct{}),
+		events:        counters(append(eventTypes, "other")),
+		resyncs:       counters(resyncReasons),
+		dumpRetries:   counters(retryReasons),
+		verifications: counters(verifyResults),
+		divergences:   counters(divergenceObjects),
+		testHooks:     make(chan func(*loop), 8),
+		dialEvents:    func(cfg *netlink.Config) (*netlink.Conn, error) { return netlink.Dial(unix.NETLINK_ROUTE, cfg) },
 	}
 	c.snap.Store(&Snapshot{changed: make(chan struct{}), Network: NetworkStatus{Required: c.required}})
 	return c, nil
+}
+
+func counters(names []string) map[string]*atomic.Uint64 {
+	m := make(map[string]*atomic.Uint64, len(names))
+	for _, n := range names {
+		m[n] = new(atomic.Uint64)
+	}
+	return m
 }
 
 // Snapshot returns the current state. It never blocks and never dials.
@@ -157,20 +209,63 @@ func (c *Collector) Synced() <-chan struct{} { return c.synced }
 
 // NetworkState reports whether the required network is up and a channel
 // closed at the next change. It is the probe's view of the collector.
+//
+// While the state is unverified (events were lost and a resync is under
+// way) it answers from the last verified state: the probe pauses only for
+// an outage linkgate knows of, not for its own doubt. The readiness
+// checks, which must not say "go" from stale state, fail meanwhile.
 func (c *Collector) NetworkState() (up bool, changed <-chan struct{}) {
 	s := c.snap.Load()
-	return s.Network.Up, s.changed
+	if s.Verified || s.Version == 0 {
+		return s.Network.Up, s.changed
+	}
+	return c.verifiedUp.Load(), s.changed
 }
 
-// Alive reports whether the event loop is running and has a working kernel
-// connection (or is polling), i.e. whether /healthz should say ok.
-func (c *Collector) Alive() bool {
-	if !c.running.Load() {
-		return false
-	}
-	since := c.failingSince.Load()
-	return since == 0 || c.now().Sub(time.Unix(0, since)) < 30*time.Second
+// stuckAfter: an event loop that has not turned for this long is stuck
+// (it wakes at least every heartbeat).
+const stuckAfter = 30 * time.Second
+
+// Health is the collector's state for /healthz.
+type Health struct {
+	// Alive: the event loop runs, turns, and has (or recently had) a
+	// kernel connection. A restart could help when it is false.
+	Alive bool
+	// Problem says why Alive is false.
+	Problem string
+	// Verified: the state is known to equal the kernel's. When false,
+	// Doubt says why and DoubtSince when it began. A restart would not
+	// help: linkgate is already rebuilding the state.
+	Verified   bool
+	Doubt      string
+	DoubtSince time.Time
 }
+
+// Health reports liveness and whether the state is verified.
+func (c *Collector) Health() Health {
+	now := c.now()
+	h := Health{Alive: true}
+	switch {
+	case !c.running.Load():
+		h.Alive, h.Problem = false, "event loop not running"
+	case c.failingSince.Load() != 0 && now.Sub(time.Unix(0, c.failingSince.Load())) >= stuckAfter:
+		h.Alive, h.Problem = false, "cannot open an rtnetlink socket since "+time.Unix(0, c.failingSince.Load()).UTC().Format(time.RFC3339)
+	case now.Sub(time.Unix(0, c.beatAt.Load())) >= max(stuckAfter, 3*c.opts.PollInterval):
+		h.Alive, h.Problem = false, "event loop stuck since "+time.Unix(0, c.beatAt.Load()).UTC().Format(time.RFC3339)
+	}
+	s := c.snap.Load()
+	h.Verified, h.Doubt, h.DoubtSince = s.Verified, s.Doubt, s.DoubtSince
+	if s.Version == 0 {
+		h.Doubt = "no state yet: first dump under way"
+	}
+	return h
+}
+
+// Alive reports whether /healthz should say ok (see Health).
+func (c *Collector) Alive() bool { return c.Health().Alive }
+
+// beat records that the event loop turned.
+func (c *Collector) beat() { c.beatAt.Store(c.now().UnixNano()) }
 
 // Polling reports whether the collector runs in the polling fallback.
 func (c *Collector) Polling() bool { return c.polling.Load() }
@@ -184,27 +279,66 @@ func (c *Collector) SetRequired(names []string) {
 		return
 	}
 	c.required = slices.Clone(names)
+	c.republishLocked()
+}
+
+// republishLocked publishes the current tables again (for a change of
+// the required list or of doubt). Callers hold mu.
+func (c *Collector) republishLocked() {
 	prev := c.snap.Load()
 	next := *prev
 	next.changed = make(chan struct{})
 	c.publishLocked(&next, prev)
 }
 
-// publish builds and swaps in a snapshot of st.
-func (c *Collector) publish(st *state) {
+// publish builds and swaps in a snapshot of st. verified: st was just
+// rebuilt from a consistent dump, which ends any doubt.
+func (c *Collector) publish(st *state, verified bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if verified {
+		c.doubtReason, c.doubtSince = "", time.Time{}
+	}
 	c.publishLocked(st.snapshot(), c.snap.Load())
 	c.syncOnce.Do(func() { close(c.synced) })
+}
+
+// doubt marks the state unverified, from now until the next verified
+// publish, and publishes that at once so that consumers fail closed
+// without waiting for the resync. The first reason of an episode stays.
+func (c *Collector) doubt(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.doubtReason != "" {
+		return
+	}
+	c.doubtReason, c.doubtSince = reason, c.now()
+	if c.snap.Load().Version == 0 {
+		return // nothing published yet: checks already fail for that
+	}
+	c.republishLocked()
 }
 
 func (c *Collector) publishLocked(next, prev *Snapshot) {
 	now := c.now()
 	next.Version = prev.Version + 1
 	next.Taken = now
+	next.Verified = c.doubtReason == ""
+	next.Doubt, next.DoubtSince = c.doubtReason, c.doubtSince
 	next.Network = aggregate(next.Links, c.required, prev.Network, prev.Version == 0, now)
+	if next.Verified {
+		c.verifiedUp.Store(next.Network.Up)
+	}
 	c.snap.Store(next)
 	close(prev.changed)
+}
+
+// inLoop has the event loop run f between reads, and wakes it. For tests.
+func (c *Collector) inLoop(f func(*loop)) {
+	c.testHooks <- f
+	if ev := c.evSock.Load(); ev != nil {
+		_ = ev.conn.SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 // Run watches the kernel until ctx is done. It returns nil after ctx is
@@ -227,6 +361,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	st := newState()
 	backoff := 100 * time.Millisecond
 	first := true
+	c.beat()
 	for {
 		err := c.watch(ctx, st, first)
 		if ctx.Err() != nil {
@@ -239,6 +374,9 @@ func (c *Collector) Run(ctx context.Context) error {
 			return nil
 		}
 		first = false
+		// Events may have been missed from here until the new socket is
+		// subscribed: fail closed until its dump is in.
+		c.doubt(doubtLostEvents + " (event socket failed)")
 		if c.failingSince.Load() == 0 {
 			// The last socket synced and worked: a new failure starts the
 			// backoff over instead of inheriting an old 30s wait.
@@ -251,6 +389,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
+		c.beat()
 		backoff = min(backoff*2, 30*time.Second)
 	}
 }
@@ -279,115 +418,6 @@ func (c *Collector) config(groups uint32) *netlink.Config {
 	return cfg
 }
 
-// watch subscribes, dumps, and applies events until the socket fails or
-// ctx ends.
-func (c *Collector) watch(ctx context.Context, st *state, first bool) error {
-	ev, err := c.dialEvents(c.config(groups))
-	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPROTONOSUPPORT) ||
-			errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("%w: %w", errSubscribeRefused, err)
-		}
-		return fmt.Errorf("dial rtnetlink events: %w", err)
-	}
-	defer ev.Close()
-	stop := context.AfterFunc(ctx, func() { ev.Close() })
-	defer stop()
-	c.setReceiveBuffer(ev)
-
-	// Subscribed: now dump. Events queued meanwhile are applied after.
-	if err := c.resync(st); err != nil {
-		return err
-	}
-	if !first {
-		c.resyncs[ResyncReconnect].Add(1)
-	}
-	c.failingSince.Store(0)
-	c.polling.Store(false)
-	c.publish(st)
-
-	for {
-		if h := c.testHookReceive; h != nil {
-			h()
-		}
-		msgs, err := ev.Receive()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, unix.ENOBUFS) {
-				c.log.Warn("rtnetlink receive queue overflowed; events lost, re-dumping")
-				c.resyncs[ResyncOverflow].Add(1)
-				// What is still queued predates the loss and would roll
-				// the fresh dump back: discard it first.
-				if err := c.drain(ev); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
-				if err := c.resync(st); err != nil {
-					return err
-				}
-				c.publish(st)
-				continue
-			}
-			return fmt.Errorf("receive rtnetlink events: %w", err)
-		}
-		changed, flush := false, false
-		now := c.now()
-		for _, m := range msgs {
-			c.countEvent(m.Header.Type)
-			ch, err := st.apply(m, now)
-			if err != nil {
-				if !errors.Is(err, errIgnored) {
-					c.decodeErrors.Add(1)
-					c.log.Debug("skipping undecodable rtnetlink message", "type", m.Header.Type, "err", err)
-				}
-				continue
-			}
-			changed = changed || ch.changed
-			flush = flush || ch.flush
-		}
-		if flush {
-			// The kernel removes IPv4 routes of a downed link, or of a
-			// subnet whose last address went, without telling anyone.
-			fc, err := c.redumpRoutesAndNeighbors(st)
-			if err != nil {
-				return err
-			}
-			c.resyncs[ResyncFlush].Add(1)
-			changed = changed || fc
-		}
-		if changed {
-			c.publish(st)
-		}
-	}
-}
-
-// drain discards the messages queued on the event socket. Events that
-// arrive after it returns are newer than the dump that follows, so
-// replaying them on top of it is correct.
-func (c *Collector) drain(ev *netlink.Conn) error {
-	defer ev.SetReadDeadline(time.Time{})
-	for range 1 << 16 { // bounded: under a storm, a later overflow resyncs again
-		// An already-expired deadline fails before reading at all, so
-		// give the (non-blocking in practice) read a moment.
-		if err := ev.SetReadDeadline(time.Now().Add(5 * time.Millisecond)); err != nil {
-			return err
-		}
-		_, err := ev.Receive()
-		switch {
-		case err == nil, errors.Is(err, unix.ENOBUFS):
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return nil
-		default:
-			return fmt.Errorf("drain rtnetlink events: %w", err)
-		}
-	}
-	return nil
-}
-
 func (c *Collector) countEvent(t netlink.HeaderType) {
 	if ctr, ok := c.events[eventType(t)]; ok {
 		ctr.Add(1)
@@ -400,14 +430,17 @@ func (c *Collector) poll(ctx context.Context, st *state) {
 	t := time.NewTicker(c.opts.PollInterval)
 	defer t.Stop()
 	for {
-		if err := c.resync(st); err != nil {
+		c.beat()
+		if k, err := c.dumpAll(); err != nil {
 			if c.failingSince.Load() == 0 {
 				c.failingSince.Store(c.now().UnixNano())
 			}
+			c.doubt("dump failed: " + err.Error())
 			c.log.Warn("rtnetlink dump failed", "err", err)
 		} else {
 			c.failingSince.Store(0)
-			c.publish(st)
+			st.adopt(k, c.now())
+			c.publish(st, true)
 		}
 		select {
 		case <-ctx.Done():
@@ -496,25 +529,32 @@ func isKernelReply(err error) bool {
 
 type marshaler interface{ MarshalBinary() ([]byte, error) }
 
-// dump runs one dump request, retrying when the kernel marks it
+// errDumpInterrupted: every attempt of a dump was marked inconsistent.
+var errDumpInterrupted = errors.New("dump interrupted by concurrent changes")
+
+// dumpAttempts bounds the immediate retries of an interrupted dump. Past
+// them the caller retries later (see loop.resync); the socket is fine.
+const dumpAttempts = 3
+
+// dump runs one dump request, retrying at once when the kernel marks it
 // inconsistent (NLM_F_DUMP_INTR: the table changed while dumping).
 func (c *Collector) dump(t netlink.HeaderType, body marshaler) ([]netlink.Message, error) {
 	data, err := body.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	var last error
-	for range 5 {
+	for range dumpAttempts {
 		msgs, err := c.execute(netlink.Message{
 			Header: netlink.Header{Type: t, Flags: netlink.Request | netlink.Dump},
 			Data:   data,
 		}, c.now().Add(10*time.Second))
 		if err != nil {
+			c.dumpRetries[retryError].Add(1)
 			return nil, err
 		}
-		interrupted := false
+		interrupted := c.testHookDump != nil && c.testHookDump(t)
 		for _, m := range msgs {
-			if m.Header.Flags&netlink.DumpInterrupted != 0 {
+			if interrupted || m.Header.Flags&netlink.DumpInterrupted != 0 {
 				interrupted = true
 				break
 			}
@@ -522,7 +562,7 @@ func (c *Collector) dump(t netlink.HeaderType, body marshaler) ([]netlink.Messag
 		if !interrupted {
 			return msgs, nil
 		}
-		last = fmt.Errorf("dump %d interrupted by concurrent changes", t)
+		c.dumpRetries[retryInterrupted].Add(1)
 	}
-	return nil, last
+	return nil, errDumpInterrupted
 }

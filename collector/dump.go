@@ -14,23 +14,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// resync replaces st with a full dump, keeping per-link history (transition
-// counters, last change) and counting transitions the dump reveals.
-func (c *Collector) resync(st *state) error {
+// kernelState is one full dump of the kernel's tables, decoded.
+type kernelState struct {
+	links  []Link
+	addrs  map[addrKey]Address
+	routes map[routeKey]Route
+	neighs map[neighKey]Neighbor
+}
+
+// dumpAll dumps links, addresses, routes and neighbours. Each dump is
+// consistent on its own (an interrupted one is retried); the caller makes
+// the whole consistent with the event stream (see loop.resync).
+func (c *Collector) dumpAll() (*kernelState, error) {
 	linkMsgs, err := c.dump(unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
 	if err != nil {
-		return fmt.Errorf("dump links: %w", err)
+		return nil, fmt.Errorf("dump links: %w", err)
 	}
 	addrMsgs, err := c.dump(unix.RTM_GETADDR, &rtnetlink.AddressMessage{})
 	if err != nil {
-		return fmt.Errorf("dump addresses: %w", err)
+		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
 	routes, neighs, err := c.dumpRoutesAndNeighbors()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	now := c.now()
-	seen := make(map[int]bool, len(linkMsgs))
+	k := &kernelState{links: make([]Link, 0, len(linkMsgs)), addrs: make(map[addrKey]Address, len(addrMsgs)), routes: routes, neighs: neighs}
 	for _, m := range linkMsgs {
 		var lm rtnetlink.LinkMessage
 		if err := lm.UnmarshalBinary(m.Data); err != nil {
@@ -40,16 +48,8 @@ func (c *Collector) resync(st *state) error {
 		if lm.Family == afBridge {
 			continue
 		}
-		l := decodeLink(&lm)
-		seen[l.Index] = true
-		st.setLink(l, now)
+		k.links = append(k.links, decodeLink(&lm))
 	}
-	for ix := range st.links {
-		if !seen[ix] {
-			delete(st.links, ix)
-		}
-	}
-	st.addrs = make(map[addrKey]Address, len(addrMsgs))
 	for _, m := range addrMsgs {
 		var am rtnetlink.AddressMessage
 		if err := am.UnmarshalBinary(m.Data); err != nil {
@@ -57,12 +57,10 @@ func (c *Collector) resync(st *state) error {
 			continue
 		}
 		if a, ok := decodeAddress(&am); ok {
-			st.addrs[addrKey{a.LinkIndex, a.Prefix}] = a
+			k.addrs[addrKey{a.LinkIndex, a.Prefix}] = a
 		}
 	}
-	st.routes, st.neighs = routes, neighs
-	st.touch(allTables)
-	return nil
+	return k, nil
 }
 
 func (c *Collector) redumpRoutesAndNeighbors(st *state) (bool, error) {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,8 +106,18 @@ var families = initFamilies([]*family{
 		help: "Whether each required interface exists and is up."},
 	{name: "netlink_events_total", typ: counter, labels: []string{"type"}, samples: eventCounts,
 		help: "rtnetlink event messages received, by message type."},
-	{name: "netlink_resyncs_total", typ: counter, labels: []string{"reason"}, samples: resyncCounts,
-		help: "Full or partial re-dumps of kernel state, by reason."},
+	{name: "netlink_resyncs_total", typ: counter, labels: []string{"reason"}, samples: byLabel(resyncReasons, func(v *view) []uint64 { return v.resyncs }),
+		help: "Full or partial re-dumps of kernel state, by reason: overflow, drops (lost without ENOBUFS), reconnect, flush (routes and neighbours only), divergence (anti-entropy repair)."},
+	{name: "netlink_dump_failures_total", typ: counter, labels: []string{"reason"}, samples: byLabel(retryReasons, func(v *view) []uint64 { return v.dumpFailures }),
+		help: "Dump attempts that failed: interrupted (NLM_F_DUMP_INTR, retried) or error."},
+	{name: "netlink_socket_drops_total", typ: counter, samples: single(func(v *view) float64 { return float64(v.dropped) }),
+		help: "rtnetlink events the kernel dropped on the event socket (SK_MEMINFO_DROPS), each followed by a resync."},
+	{name: "netlink_state_verified", typ: gauge, samples: single(func(v *view) float64 { return b2f(v.snap.Verified) }),
+		help: "1 while the snapshot is known to equal the kernel's state; 0 from a possible loss of events until the resync completes (network checks fail meanwhile)."},
+	{name: "netlink_verifications_total", typ: counter, labels: []string{"result"}, samples: byLabel(verifyResults, func(v *view) []uint64 { return v.verifications }),
+		help: "Anti-entropy checks (a full dump compared with the snapshot), by result: ok, diverged (repaired), busy (changes in flight, retried)."},
+	{name: "netlink_divergences_total", typ: counter, labels: []string{"object"}, samples: byLabel(divergenceObjects, func(v *view) []uint64 { return v.divergences }),
+		help: "Objects the anti-entropy check found different from the kernel (and repaired), by kind of object."},
 	{name: "netlink_decode_errors_total", typ: counter, samples: single(func(v *view) float64 { return float64(v.decodeErrors) }),
 		help: "rtnetlink messages that failed to decode and were skipped."},
 	{name: "netlink_mode", typ: gauge, labels: []string{"mode"}, samples: mode,
@@ -219,10 +230,14 @@ func eventCounts(v *view, yield func(sample) bool) {
 	}
 }
 
-func resyncCounts(v *view, yield func(sample) bool) {
-	for i, r := range resyncReasons {
-		if !yield(sample{labels: [maxLabels]string{r}, value: float64(v.resyncs[i])}) {
-			return
+// byLabel yields one series per name, valued from values(v) in the same order.
+func byLabel(names []string, values func(v *view) []uint64) func(*view, func(sample) bool) {
+	return func(v *view, yield func(sample) bool) {
+		vals := values(v)
+		for i, n := range names {
+			if !yield(sample{labels: [maxLabels]string{n}, value: float64(vals[i])}) {
+				return
+			}
 		}
 	}
 }
@@ -253,6 +268,10 @@ type view struct {
 	required         []requiredView
 	events           []uint64 // as eventTypes
 	resyncs          []uint64 // as resyncReasons
+	dumpFailures     []uint64 // as retryReasons
+	verifications    []uint64 // as verifyResults
+	divergences      []uint64 // as divergenceObjects
+	dropped          uint64
 	decodeErrors     uint64
 	polling          bool
 }
@@ -333,12 +352,21 @@ func (c *Collector) readView() *view {
 	for _, t := range eventTypes {
 		v.events = append(v.events, c.events[t].Load())
 	}
-	for _, r := range resyncReasons {
-		v.resyncs = append(v.resyncs, c.resyncs[r].Load())
-	}
+	v.resyncs = loadCounters(v.resyncs, resyncReasons, c.resyncs)
+	v.dumpFailures = loadCounters(v.dumpFailures, retryReasons, c.dumpRetries)
+	v.verifications = loadCounters(v.verifications, verifyResults, c.verifications)
+	v.divergences = loadCounters(v.divergences, divergenceObjects, c.divergences)
+	v.dropped = c.dropped.Load()
 	v.decodeErrors = c.decodeErrors.Load()
 	v.polling = c.polling.Load()
 	return v
+}
+
+func loadCounters(dst []uint64, names []string, m map[string]*atomic.Uint64) []uint64 {
+	for _, n := range names {
+		dst = append(dst, m[n].Load())
+	}
+	return dst
 }
 
 // exported returns the exported link with the given index.
@@ -431,12 +459,15 @@ func (v *view) release() {
 	clear(v.neighs)
 	clear(v.required)
 	*v = view{
-		links:    v.links[:0],
-		addrs:    v.addrs[:0],
-		neighs:   v.neighs[:0],
-		required: v.required[:0],
-		events:   v.events[:0],
-		resyncs:  v.resyncs[:0],
+		links:         v.links[:0],
+		addrs:         v.addrs[:0],
+		neighs:        v.neighs[:0],
+		required:      v.required[:0],
+		events:        v.events[:0],
+		resyncs:       v.resyncs[:0],
+		dumpFailures:  v.dumpFailures[:0],
+		verifications: v.verifications[:0],
+		divergences:   v.divergences[:0],
 	}
 	viewPool.Put(v)
 }

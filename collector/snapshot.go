@@ -267,6 +267,15 @@ type Snapshot struct {
 	Routes    []Route    // sorted by family, table, destination, metric
 	Neighbors []Neighbor // sorted by link index, then IP
 	Network   NetworkStatus
+	// Verified: the tables are known to equal the kernel's, i.e. they come
+	// from a consistent dump and every event since. False while events
+	// may have been lost (a receive queue overflow, drops, a failed
+	// socket) until a resync completes: Doubt then says why, since
+	// DoubtSince. Consumers that decide (the readiness checks) must not
+	// answer from an unverified snapshot.
+	Verified   bool
+	Doubt      string
+	DoubtSince time.Time
 
 	changed chan struct{}
 }

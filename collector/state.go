@@ -184,9 +184,16 @@ func (s *state) apply(m netlink.Message, now time.Time) (change, error) {
 			s.touchIf(had, routeTable)
 			return change{changed: had}, nil
 		}
+		changed := false
+		if m.Header.Flags&netlink.Replace != 0 {
+			// A replacement notification (NLM_F_REPLACE) supersedes the
+			// route with the same identity whatever its next hop: no
+			// RTM_DELROUTE comes for the old one.
+			changed = s.deleteRoutesLike(r)
+		}
 		old, had := s.routes[k]
 		s.routes[k] = r
-		changed := !had || old != r
+		changed = changed || !had || old != r
 		s.touchIf(changed, routeTable)
 		return change{changed: changed}, nil
 	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
@@ -278,6 +285,19 @@ func (s *state) deleteLink(index int) change {
 		}
 	}
 	return change{changed: true, flush: true}
+}
+
+// deleteRoutesLike removes the routes a replacement of r supersedes: the
+// kernel's route identity is family, table, destination, TOS and metric.
+func (s *state) deleteRoutesLike(r Route) bool {
+	deleted := false
+	for k := range s.routes {
+		if k.family == r.Family && k.table == r.Table && k.dst == r.Dst && k.tos == r.Tos && k.priority == r.Priority {
+			delete(s.routes, k)
+			deleted = true
+		}
+	}
+	return deleted
 }
 
 // replaceRoutes swaps in a freshly dumped route table.

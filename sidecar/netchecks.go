@@ -12,6 +12,19 @@ import (
 // errNoState: the collector has not published its first dump yet.
 var errNoState = errors.New("no network state yet")
 
+// stateError says why s cannot answer a network check: there is none yet,
+// or the collector suspects it lost events and is rebuilding it. Every
+// network check asks it first: never answer from a state in doubt.
+func stateError(s *collector.Snapshot) error {
+	switch {
+	case s == nil || s.Version == 0:
+		return errNoState
+	case !s.Verified:
+		return fmt.Errorf("state unverified: %s", s.Doubt)
+	}
+	return nil
+}
+
 // RTN_* route types that carry traffic.
 const (
 	rtnUnicast = 1
@@ -24,8 +37,8 @@ const (
 func LinksCheck() Check {
 	return NewCheck(CheckLinks, func(_ context.Context, in *Input) error {
 		s := in.Snapshot
-		if s == nil || s.Version == 0 {
-			return errNoState
+		if err := stateError(s); err != nil {
+			return err
 		}
 		if s.Network.Up {
 			return nil
@@ -84,8 +97,8 @@ func requiredLinks(s *collector.Snapshot) (links []collector.Link, missing []str
 func AddressesCheck(families ...collector.Family) Check {
 	return NewCheck(CheckAddresses, func(_ context.Context, in *Input) error {
 		s := in.Snapshot
-		if s == nil || s.Version == 0 {
-			return errNoState
+		if err := stateError(s); err != nil {
+			return err
 		}
 		links, missing, any := requiredLinks(s)
 		var problems []string
@@ -144,8 +157,8 @@ func familyList(fs []collector.Family) string {
 func DefaultRouteCheck(families ...collector.Family) Check {
 	return NewCheck(CheckDefaultRoute, func(_ context.Context, in *Input) error {
 		s := in.Snapshot
-		if s == nil || s.Version == 0 {
-			return errNoState
+		if err := stateError(s); err != nil {
+			return err
 		}
 		var problems []string
 		for _, f := range families {

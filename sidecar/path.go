@@ -49,8 +49,8 @@ func PathCheck(opts PathOptions) (Check, error) {
 	}
 	return NewCheck(CheckPath, func(ctx context.Context, in *Input) error {
 		s := in.Snapshot
-		if s == nil || s.Version == 0 {
-			return errNoState
+		if err := stateError(s); err != nil {
+			return err
 		}
 		var problems []string
 		for _, h := range f.trace(ctx, s, in.Now) {

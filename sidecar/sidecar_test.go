@@ -61,7 +61,8 @@ func (s staticSnapshots) Snapshot() *collector.Snapshot { return s.s }
 
 func healthySnapshot() staticSnapshots {
 	return staticSnapshots{&collector.Snapshot{
-		Version: 1,
+		Version:  1,
+		Verified: true,
 		Links: []collector.Link{
 			{Index: 1, Name: "lo", Loopback: true, Up: true, AdminUp: true, OperState: collector.OperUnknown, Carrier: true},
 			{Index: 2, Name: "eth0", Up: true, AdminUp: true, OperState: collector.OperUp, Carrier: true},

@@ -224,8 +224,8 @@ type LocalWait struct {
 
 // Satisfied reports whether s meets the wait, and if not, why.
 func (w LocalWait) Satisfied(s *collector.Snapshot) (bool, string) {
-	if s == nil || s.Version == 0 {
-		return false, errNoState.Error()
+	if err := stateError(s); err != nil {
+		return false, err.Error()
 	}
 	reqs, any := w.Links, w.Any
 	if len(reqs) == 0 {

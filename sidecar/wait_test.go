@@ -202,7 +202,7 @@ func TestLocalWaitRules(t *testing.T) {
 			t.Errorf("ParseLinkRequirement(%q) accepted", s)
 		}
 	}
-	snap := &collector.Snapshot{Version: 1, Links: []collector.Link{
+	snap := &collector.Snapshot{Version: 1, Verified: true, Links: []collector.Link{
 		{Index: 1, Name: "dorm", AdminUp: true, Carrier: true, OperState: collector.OperDormant},
 		{Index: 2, Name: "tun0", AdminUp: true, Carrier: true, OperState: collector.OperUnknown, Up: true},
 		{Index: 3, Name: "nocarrier", AdminUp: true, OperState: collector.OperUnknown},

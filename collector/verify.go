@@ -1,0 +1,122 @@
+package collector
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Objects compared by the anti-entropy check, for
+// linkgate_netlink_divergences_total.
+const (
+	objectLink     = "link"
+	objectAddress  = "address"
+	objectRoute    = "route"
+	objectNeighbor = "neighbor"
+)
+
+var divergenceObjects = []string{objectLink, objectAddress, objectRoute, objectNeighbor}
+
+// adopt makes s equal to a full dump. Links keep the history the kernel
+// does not send (transition counters, last change); a transition the dump
+// reveals is counted like one seen in an event. Tables are touched only
+// where they differ, so a dump that confirms the state rebuilds nothing.
+func (s *state) adopt(k *kernelState, now time.Time) {
+	seen := make(map[int]bool, len(k.links))
+	for _, l := range k.links {
+		seen[l.Index] = true
+		s.setLink(l, now)
+	}
+	for ix := range s.links {
+		if !seen[ix] {
+			delete(s.links, ix)
+			s.touch(linkTable)
+		}
+	}
+	if !maps.Equal(s.addrs, k.addrs) {
+		s.addrs = k.addrs
+		s.touch(addrTable)
+	}
+	s.replaceRoutes(k.routes)
+	s.replaceNeighbors(k.neighs)
+}
+
+// divergence is what a comparison of the state with a dump found.
+type divergence struct {
+	counts map[string]int // by object
+	// details describe the first few differences, for the log.
+	details []string
+}
+
+const maxDivergenceDetails = 10
+
+func (d *divergence) add(object, format string, args ...any) {
+	if d.counts == nil {
+		d.counts = make(map[string]int)
+	}
+	d.counts[object]++
+	if len(d.details) < maxDivergenceDetails {
+		d.details = append(d.details, object+" "+fmt.Sprintf(format, args...))
+	}
+}
+
+func (d *divergence) total() int {
+	n := 0
+	for _, c := range d.counts {
+		n += c
+	}
+	return n
+}
+
+// diff compares s with a full dump, object by object. Traffic counters
+// and the history linkgate keeps itself are not compared: they change
+// without events.
+func (s *state) diff(k *kernelState) divergence {
+	var d divergence
+	norm := func(l Link) Link {
+		l.Stats, l.LastChange, l.UpTransitions, l.DownTransitions = LinkStats{}, time.Time{}, 0, 0
+		return l
+	}
+	dumped := make(map[int]bool, len(k.links))
+	for _, kl := range k.links {
+		dumped[kl.Index] = true
+		sl, ok := s.links[kl.Index]
+		switch {
+		case !ok:
+			d.add(objectLink, "%d %s: in the kernel, missing from the snapshot", kl.Index, kl.Name)
+		case norm(sl) != norm(kl):
+			d.add(objectLink, "%d %s: snapshot %s, kernel %s", kl.Index, kl.Name, describeLink(sl), describeLink(kl))
+		}
+	}
+	for _, ix := range slices.Sorted(maps.Keys(s.links)) {
+		if !dumped[ix] {
+			d.add(objectLink, "%d %s: in the snapshot, gone from the kernel", ix, s.links[ix].Name)
+		}
+	}
+	diffTable(&d, objectAddress, s.addrs, k.addrs)
+	diffTable(&d, objectRoute, s.routes, k.routes)
+	diffTable(&d, objectNeighbor, s.neighs, k.neighs)
+	return d
+}
+
+func describeLink(l Link) string {
+	return fmt.Sprintf("{name=%s admin_up=%v carrier=%v oper=%s mtu=%d up=%v}", l.Name, l.AdminUp, l.Carrier, l.OperState, l.MTU, l.Up)
+}
+
+func diffTable[K comparable, V comparable](d *divergence, object string, have, kernel map[K]V) {
+	for k, kv := range kernel {
+		hv, ok := have[k]
+		switch {
+		case !ok:
+			d.add(object, "%+v: in the kernel, missing from the snapshot", kv)
+		case hv != kv:
+			d.add(object, "snapshot %+v, kernel %+v", hv, kv)
+		}
+	}
+	for k, hv := range have {
+		if _, ok := kernel[k]; !ok {
+			d.add(object, "%+v: in the snapshot, gone from the kernel", hv)
+		}
+	}
+}
