@@ -42,13 +42,20 @@ func kernelView(t *testing.T, ns *netnstest.NS) string {
 	var addrs []struct {
 		Index int `json:"ifindex"`
 		Info  []struct {
-			Local     string `json:"local"`
-			PrefixLen int    `json:"prefixlen"`
+			Family     string `json:"family"`
+			Local      string `json:"local"`
+			PrefixLen  int    `json:"prefixlen"`
+			Tentative  bool   `json:"tentative"`
+			Optimistic bool   `json:"optimistic"`
+			DADFailed  bool   `json:"dadfailed"`
 		} `json:"addr_info"`
 	}
 	decode(t, ns.IP(t, "-j", "addr", "show"), &addrs)
 	for _, a := range addrs {
 		for _, i := range a.Info {
+			if i.Family == "inet6" && i.Tentative && !i.Optimistic && !i.DADFailed {
+				continue // not announced until DAD ends: see announced
+			}
 			out = append(out, fmt.Sprintf("addr %s %s/%d", names[a.Index], i.Local, i.PrefixLen))
 		}
 	}

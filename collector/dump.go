@@ -56,7 +56,7 @@ func (c *Collector) dumpAll() (*kernelState, error) {
 			c.decodeErrors.Add(1)
 			continue
 		}
-		if a, ok := decodeAddress(&am); ok {
+		if a, ok := decodeAddress(&am); ok && announced(a) {
 			k.addrs[addrKey{a.LinkIndex, a.Prefix}] = a
 		}
 	}

@@ -33,6 +33,10 @@ const (
 	// verifyBusyRetry: an anti-entropy check that met concurrent changes
 	// is tried again after this, rather than compared against moving state.
 	verifyBusyRetry = time.Second
+	// verifyConfirm: how long after a comparison that found differences
+	// the next one confirms them, longer than linkwatch's delay (1s).
+	verifyConfirm = 1500 * time.Millisecond
+	maxConfirms   = 3
 	// readBatch: datagrams read between looks at the timers.
 	readBatch = 256
 )
@@ -63,6 +67,12 @@ type loop struct {
 
 	// lost, when set, is a loss found outside a read (see lose).
 	lost string
+
+	// suspects are the differences the last anti-entropy comparison
+	// found, to be confirmed; confirms counts comparisons in a row that
+	// found differences but none confirmed.
+	suspects divergence
+	confirms int
 }
 
 // lose records that events were lost, for a resync at the next turn.
@@ -343,9 +353,12 @@ func (l *loop) verifyDue() bool {
 }
 
 // verify is the anti-entropy check: a full dump compared with the state.
-// It runs only with an empty queue and is compared only if no event
-// arrived during the dump, so that a difference is a real divergence, not
-// a change in flight. A divergence is logged, counted and repaired.
+// It runs only with an empty queue and compares only if no event arrived
+// during the dump. Even then the kernel can be ahead of its own
+// notifications (linkwatch delays a carrier change's RTM_NEWLINK by up to
+// a second), so a difference is confirmed by a second comparison
+// verifyConfirm later: only what differs the same way twice is a
+// divergence, counted, logged and repaired.
 func (l *loop) verify(ctx context.Context) error {
 	c := l.c
 	k, err := c.dumpAll()
@@ -373,23 +386,42 @@ func (l *loop) verify(ctx context.Context) error {
 		return nil
 	}
 	d := l.st.diff(k)
-	l.scheduleVerify()
-	if d.total() == 0 {
+	suspects := l.suspects
+	l.suspects = nil
+	if len(d) == 0 {
 		c.verifications[verifyOK].Add(1)
+		l.scheduleVerify()
 		return nil
 	}
+	confirmed := d.persisting(suspects)
+	if len(confirmed) == 0 {
+		// New, or changed since the last look: look again shortly,
+		// unless this has gone on for a while (a stream of changes).
+		if l.confirms++; l.confirms <= maxConfirms {
+			l.suspects = d
+			l.verifyAt = c.now().Add(verifyConfirm)
+			return nil
+		}
+		l.confirms = 0
+		c.verifications[verifyBusy].Add(1)
+		l.scheduleVerify()
+		return nil
+	}
+	l.confirms = 0
 	c.verifications[verifyDiverged].Add(1)
-	for obj, n := range d.counts {
+	counts := confirmed.counts()
+	for obj, n := range counts {
 		c.divergences[obj].Add(uint64(n))
 	}
 	c.log.Error("snapshot diverged from the kernel; repaired from a full dump",
-		"links", d.counts[objectLink], "addresses", d.counts[objectAddress],
-		"routes", d.counts[objectRoute], "neighbors", d.counts[objectNeighbor],
-		"differences", d.details)
+		"links", counts[objectLink], "addresses", counts[objectAddress],
+		"routes", counts[objectRoute], "neighbors", counts[objectNeighbor],
+		"differences", confirmed.details())
 	c.resyncs[ResyncDivergence].Add(1)
 	l.st.adopt(k, c.now())
 	l.dirty = false
 	c.publish(l.st, true)
+	l.scheduleVerify()
 	return nil
 }
 

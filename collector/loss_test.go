@@ -76,7 +76,9 @@ func stall(t *testing.T, c *Collector) (release func()) {
 
 // flood makes many changes on links va0..va(n-1), far more than a 4 KiB
 // receive queue holds.
-func flood(t *testing.T, a interface{ TryIP(...string) (string, error) }, links int) {
+func flood(t *testing.T, a interface {
+	TryIP(...string) (string, error)
+}, links int) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	_, _ = a.TryIP("-force", "-batch", burst(t, rng, 300, links))
 }

@@ -189,8 +189,9 @@ type Address struct {
 
 // Address flags that make an address unusable as a source.
 const (
-	AddrFlagDADFailed = 0x08 // IFA_F_DADFAILED: duplicate address detected
-	AddrFlagTentative = 0x40 // IFA_F_TENTATIVE: duplicate address detection still running
+	AddrFlagDADFailed  = 0x08 // IFA_F_DADFAILED: duplicate address detected
+	AddrFlagOptimistic = 0x04 // IFA_F_OPTIMISTIC: usable during duplicate address detection (RFC 4429)
+	AddrFlagTentative  = 0x40 // IFA_F_TENTATIVE: duplicate address detection still running
 )
 
 // Usable reports whether the address can be used: not still in, and not

@@ -157,7 +157,7 @@ func (s *state) apply(m netlink.Message, now time.Time) (change, error) {
 			return change{}, errIgnored
 		}
 		k := addrKey{a.LinkIndex, a.Prefix}
-		if m.Header.Type == unix.RTM_DELADDR {
+		if m.Header.Type == unix.RTM_DELADDR || !announced(a) {
 			_, had := s.addrs[k]
 			delete(s.addrs, k)
 			s.touchIf(had, addrTable)
@@ -422,6 +422,16 @@ func decodeAddress(m *rtnetlink.AddressMessage) (Address, bool) {
 		flags = m.Attributes.Flags // IFA_FLAGS: the 32-bit superset
 	}
 	return Address{LinkIndex: int(m.Index), Family: fam, Prefix: netip.PrefixFrom(a, p.Bits()), Scope: Scope(m.Scope), Flags: flags}, true
+}
+
+// announced reports whether the kernel notifies an address's existence:
+// an IPv6 address in duplicate address detection (tentative, neither
+// optimistic nor failed) appears in dumps but gets no RTM_NEWADDR until
+// detection ends. The collector keeps only announced addresses, so that
+// a state built from events and one built from a dump agree. A tentative
+// address is unusable anyway (Address.Usable).
+func announced(a Address) bool {
+	return a.Family != FamilyIPv6 || a.Flags&AddrFlagTentative == 0 || a.Flags&(AddrFlagOptimistic|AddrFlagDADFailed) != 0
 }
 
 func decodeRoute(m *rtnetlink.RouteMessage) (Route, bool) {

@@ -42,32 +42,52 @@ func (s *state) adopt(k *kernelState, now time.Time) {
 	s.replaceNeighbors(k.neighs)
 }
 
+// difference is one object that differs between the state and a dump.
+// Its text names the object and both values, so the same text in two
+// comparisons means the same divergence persisted.
+type difference struct{ object, text string }
+
 // divergence is what a comparison of the state with a dump found.
-type divergence struct {
-	counts map[string]int // by object
-	// details describe the first few differences, for the log.
-	details []string
+type divergence []difference
+
+func (d *divergence) add(object, format string, args ...any) {
+	*d = append(*d, difference{object, fmt.Sprintf(format, args...)})
+}
+
+// counts returns the number of differences by object.
+func (d divergence) counts() map[string]int {
+	m := make(map[string]int, len(divergenceObjects))
+	for _, x := range d {
+		m[x.object]++
+	}
+	return m
+}
+
+// persisting returns the differences of d that prev found too.
+func (d divergence) persisting(prev divergence) divergence {
+	seen := make(map[difference]bool, len(prev))
+	for _, x := range prev {
+		seen[x] = true
+	}
+	var out divergence
+	for _, x := range d {
+		if seen[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// details describes the first few differences, for a log line.
+func (d divergence) details() []string {
+	out := make([]string, 0, min(len(d), maxDivergenceDetails))
+	for _, x := range d[:min(len(d), maxDivergenceDetails)] {
+		out = append(out, x.object+" "+x.text)
+	}
+	return out
 }
 
 const maxDivergenceDetails = 10
-
-func (d *divergence) add(object, format string, args ...any) {
-	if d.counts == nil {
-		d.counts = make(map[string]int)
-	}
-	d.counts[object]++
-	if len(d.details) < maxDivergenceDetails {
-		d.details = append(d.details, object+" "+fmt.Sprintf(format, args...))
-	}
-}
-
-func (d *divergence) total() int {
-	n := 0
-	for _, c := range d.counts {
-		n += c
-	}
-	return n
-}
 
 // diff compares s with a full dump, object by object. Traffic counters
 // and the history linkgate keeps itself are not compared: they change

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/sidecar"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -113,7 +115,7 @@ func (x *exporterCmd) Run(env *runEnv) error {
 		return err
 	}
 
-	srv := newServer(env, &x.webFlags, reg, []expositionWriter{col}, col.Alive)
+	srv := newServer(env, &x.webFlags, reg, []expositionWriter{col}, col.Health)
 	return serve(ctx, env, srv, &x.webFlags, serveOptions{
 		loops: loops,
 		reload: func() {
@@ -138,21 +140,13 @@ func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 // newServer builds the HTTP server: landing page, metrics, liveness, and
 // whatever register adds. /metrics serves reg's families and then each
 // fast writer's (the collector formats its own series: see metricsHandler).
-func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, fast []expositionWriter, alive func() bool, register ...func(*http.ServeMux)) *http.Server {
+func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, fast []expositionWriter, health func() collector.Health, register ...func(*http.ServeMux)) *http.Server {
 	mux := http.NewServeMux()
 	for _, r := range register {
 		r(mux)
 	}
 	mux.Handle(w.TelemetryPath, metricsHandler(reg, env.logger, fast...))
-	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
-		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !alive() {
-			rw.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(rw, "event loop not running")
-			return
-		}
-		fmt.Fprintln(rw, "ok")
-	})
+	mux.Handle("/healthz", sidecar.HealthzHandler(health, time.Now))
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "linkgate",
 		Description: "Kernel network state and vCenter reachability for VM migrations",

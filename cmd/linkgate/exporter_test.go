@@ -62,7 +62,7 @@ func TestExporterHTTP(t *testing.T) {
 	col, stop := runningCollector(t)
 
 	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
-	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(), []expositionWriter{col}, col.Alive)
+	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(), []expositionWriter{col}, col.Health)
 	ts := httptest.NewServer(srv.Handler)
 	defer ts.Close()
 
@@ -133,7 +133,7 @@ func TestExporterWithVCenter(t *testing.T) {
 			t.Fatalf("probe never succeeded: %+v", st)
 		}
 	}
-	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(p), nil, func() bool { return true })
+	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(p), nil, func() collector.Health { return collector.Health{Alive: true, Verified: true} })
 	ts := httptest.NewServer(srv.Handler)
 	defer ts.Close()
 	_, body := get(t, ts.URL+"/metrics")

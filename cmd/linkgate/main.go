@@ -44,9 +44,18 @@ type webFlags struct {
 
 // collectorFlags choose what the rtnetlink collector watches and exports.
 type collectorFlags struct {
-	NetNS         string `name:"netns" placeholder:"PATH" help:"Network namespace to watch (/run/netns/NAME, /proc/PID/ns/net). Default: the process's own."`
-	DeviceInclude string `name:"collector.device-include" placeholder:"REGEXP" help:"Export only links whose name matches (anchored)."`
-	DeviceExclude string `name:"collector.device-exclude" placeholder:"REGEXP" help:"Do not export links whose name matches (anchored)."`
+	NetNS          string        `name:"netns" placeholder:"PATH" help:"Network namespace to watch (/run/netns/NAME, /proc/PID/ns/net). Default: the process's own."`
+	DeviceInclude  string        `name:"collector.device-include" placeholder:"REGEXP" help:"Export only links whose name matches (anchored)."`
+	DeviceExclude  string        `name:"collector.device-exclude" placeholder:"REGEXP" help:"Do not export links whose name matches (anchored)."`
+	VerifyInterval time.Duration `name:"collector.verify-interval" default:"60s" help:"Anti-entropy: compare the state with a full kernel dump this often, repairing and counting any divergence; 0 disables."`
+}
+
+// verifyInterval maps the flag to collector.Options (0 there means the default).
+func (f *collectorFlags) verifyInterval() time.Duration {
+	if f.VerifyInterval == 0 {
+		return -1
+	}
+	return f.VerifyInterval
 }
 
 // networkFlags define when the network counts as up.
@@ -312,6 +321,9 @@ func (e *runEnv) validateWeb(w *webFlags) error {
 }
 
 func (e *runEnv) validateNetwork(n *networkFlags, c *collectorFlags, allowAuto bool, haveVCenter bool) error {
+	if c.VerifyInterval < 0 {
+		return e.invalid("collector.verify-interval", "must be 0 (off) or positive (got %s)", c.VerifyInterval)
+	}
 	for _, name := range n.RequiredInterfaces {
 		switch {
 		case name == "auto":

@@ -158,10 +158,11 @@ func (s *sidecarCmd) startWatchers(env *runEnv, filter func(string) bool, reg *p
 		required = nil // filled in from the route to vCenter
 	}
 	col, err := collector.New(collector.Options{
-		NetNS:        s.NetNS,
-		Required:     required,
-		DeviceFilter: filter,
-		Logger:       env.logger.With("component", "collector"),
+		NetNS:          s.NetNS,
+		Required:       required,
+		DeviceFilter:   filter,
+		VerifyInterval: s.verifyInterval(),
+		Logger:         env.logger.With("component", "collector"),
 	})
 	if err != nil {
 		return nil, nil, nil, configErrorf("%s: %v", env.origin("netns"), err)
@@ -227,7 +228,7 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv, filter func(string) b
 		loops = append(loops, auto.Run)
 	}
 
-	srv := newServer(env, &s.webFlags, reg, []expositionWriter{col}, col.Alive, handler.Register)
+	srv := newServer(env, &s.webFlags, reg, []expositionWriter{col}, col.Health, handler.Register)
 	return serve(ctx, env, srv, &s.webFlags, serveOptions{
 		loops: loops,
 		// Once listening: tell systemd, which then watches the event loop.
