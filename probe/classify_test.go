@@ -163,6 +163,7 @@ func (r realErrors) xmlGarbage() error {
 // fault wraps a vSphere fault the way govmomi's SOAP client returns it.
 func soapFault(f types.BaseMethodFault) error {
 	return soap.WrapSoapFault(&soap.Fault{Code: "ServerFaultCode", String: "fault", Detail: struct {
+		//lint:ignore SA5008 typeattr is an option of govmomi's XML decoder, the same tag soap.Fault declares
 		Fault types.AnyType `xml:",any,typeattr"`
 	}{Fault: f}})
 }
