@@ -99,6 +99,9 @@ func (c *Collector) watch(ctx context.Context, st *state, first bool) error {
 	}
 	c.evSock.Store(ev)
 	defer c.evSock.Store(nil)
+	// The kernel answers: a resync that takes long is doubt (reported as
+	// unverified state), not a liveness failure.
+	c.failingSince.Store(0)
 
 	l := &loop{c: c, ev: ev, st: st}
 	// Subscribed: now dump. Events queued meanwhile are applied after.
@@ -109,7 +112,6 @@ func (c *Collector) watch(ctx context.Context, st *state, first bool) error {
 	if err := l.resync(ctx, reason); err != nil {
 		return err
 	}
-	c.failingSince.Store(0)
 	c.polling.Store(false)
 	return l.run(ctx)
 }
