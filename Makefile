@@ -9,12 +9,12 @@ LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(VERSION) \
 
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: build test fmt vet lint unit churn alerts bench
+.PHONY: build test fmt vet lint unit churn fuzz alerts bench
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/linkgate
 
-test: fmt vet lint unit churn alerts
+test: fmt vet lint unit churn fuzz alerts
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -36,6 +36,18 @@ unit:
 # convergence bound (1s; 3s under -race) is asserted at full speed.
 churn:
 	$(GO) test -count=1 -run '^TestChurnGateNeverLies$$' ./collector/
+
+# Every fuzz target briefly (FUZZTIME each); a long run of one:
+#   go test -run '^$$' -fuzz FuzzApply -fuzztime 10m ./collector/
+# A failing input is written under the package's testdata/fuzz/.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = ./collector/:FuzzApply ./collector/:FuzzDecodeStats
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg || exit 1; \
+	done
 
 alerts:
 	@if ! command -v promtool >/dev/null; then \
