@@ -124,10 +124,7 @@ func checkState(t *testing.T, st *state) {
 			t.Fatalf("LinkByIndex(%d) = %+v, %v", l.Index, got, ok)
 		}
 	}
-	k := &kernelState{addrs: st.addrs, routes: st.routes, neighs: st.neighs}
-	for _, l := range s.Links {
-		k.links = append(k.links, l)
-	}
+	k := &kernelState{links: s.Links, addrs: st.addrs, routes: st.routes, neighs: st.neighs}
 	if d := st.diff(k); len(d) != 0 {
 		t.Fatalf("state differs from itself: %v", d.details())
 	}
