@@ -97,6 +97,9 @@ func (c *Collector) watch(ctx context.Context, st *state, first bool) error {
 	if err != nil {
 		return fmt.Errorf("rtnetlink event socket: %w", err)
 	}
+	if ev.noMeminfo {
+		c.log.Warn("kernel has no SO_MEMINFO: drops it does not report as ENOBUFS go unseen until the next anti-entropy check")
+	}
 	c.evSock.Store(ev)
 	defer c.evSock.Store(nil)
 	// The kernel answers: a resync that takes long is doubt (reported as

@@ -27,6 +27,9 @@ type eventSocket struct {
 	buf  []byte
 	// drops is SK_MEMINFO_DROPS when last checked.
 	drops uint32
+	// noMeminfo: the kernel has no SO_MEMINFO (before Linux 4.6). Silent
+	// drops then go unseen; ENOBUFS and the anti-entropy check remain.
+	noMeminfo bool
 }
 
 // eventBufSize holds the largest rtnetlink notification (a link with many
@@ -47,7 +50,10 @@ func newEventSocket(conn *netlink.Conn) (*eventSocket, error) {
 	}
 	e := &eventSocket{conn: conn, raw: raw, buf: make([]byte, eventBufSize)}
 	m, err := e.meminfo()
-	if err != nil {
+	switch {
+	case errors.Is(err, unix.ENOPROTOOPT):
+		e.noMeminfo = true
+	case err != nil:
 		return nil, err
 	}
 	e.drops = m[unix.SK_MEMINFO_DROPS]
@@ -126,6 +132,9 @@ func (e *eventSocket) meminfo() ([unix.SK_MEMINFO_VARS]uint32, error) {
 // newDrops returns how many datagrams the kernel dropped since the last
 // call (or since the socket was opened).
 func (e *eventSocket) newDrops() (uint32, error) {
+	if e.noMeminfo {
+		return 0, nil
+	}
 	m, err := e.meminfo()
 	if err != nil {
 		return 0, err
@@ -137,6 +146,9 @@ func (e *eventSocket) newDrops() (uint32, error) {
 
 // queued reports whether anything waits in the receive queue.
 func (e *eventSocket) queued() (bool, error) {
+	if e.noMeminfo {
+		return false, nil
+	}
 	m, err := e.meminfo()
 	return m[unix.SK_MEMINFO_RMEM_ALLOC] > 0, err
 }
