@@ -180,19 +180,30 @@ func watchCarrier(t *testing.T, ns *netnstest.NS, name string) *carrierWatch {
 			return err
 		}
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+		// Wake up now and then to see whether the test is over: a netlink
+		// socket has no shutdown to interrupt a blocked read.
+		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
 		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_LINK})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &carrierWatch{}
-	done := make(chan struct{})
+	done, stop := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		buf := make([]byte, 1<<16)
 		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err == unix.ENOBUFS || err == unix.EINTR {
+			if err == unix.ENOBUFS || err == unix.EINTR || err == unix.EAGAIN {
 				continue
 			}
 			if err != nil {
@@ -219,8 +230,7 @@ func watchCarrier(t *testing.T, ns *netnstest.NS, name string) *carrierWatch {
 		}
 	}()
 	t.Cleanup(func() {
-		// Shutdown wakes the blocked recvfrom; then close.
-		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+		close(stop)
 		<-done
 		unix.Close(fd)
 	})
