@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/linkgate/linkgate/internal/boundedfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -59,6 +62,7 @@ var configKeys = map[string]keySpec{
 	"web.listen_address":        {"web.listen-address", kindList, ""},
 	"web.telemetry_path":        {"web.telemetry-path", kindString, ""},
 	"web.config_file":           {"web.config.file", kindPath, ""},
+	"web.max_connections":       {"web.max-connections", kindInt, ""},
 	"log.level":                 {"log.level", kindString, ""},
 	"log.format":                {"log.format", kindString, ""},
 	"collector.device_include":  {"collector.device-include", kindString, ""},
@@ -76,6 +80,9 @@ var configKeys = map[string]keySpec{
 	"gate.default_route":        {"gate.default-route", kindString, ""},
 	"notify.webhook_urls":       {"notify.webhook-url", kindList, ""},
 	"notify.webhook_format":     {"notify.webhook-format", kindString, ""},
+	// The failed-login limit that keeps vCenter SSO from locking the account.
+	"vcenter.max_failed_logins":   {"vcenter.max-failed-logins", kindInt, ""},
+	"vcenter.failed_login_window": {"vcenter.failed-login-window", kindDuration, ""},
 }
 
 // fileValue is one key's value as the flag text kong parses, and where it came from.
@@ -112,11 +119,12 @@ func configErrorf(format string, args ...any) error {
 	return &configError{msg: fmt.Sprintf(format, args...)}
 }
 
-// loadConfigFile reads and strictly validates a configuration file.
-func loadConfigFile(path string) (*fileConfig, error) {
-	data, err := os.ReadFile(path)
+// loadConfigFile reads and strictly validates a configuration file; origin
+// names where the path came from (--config or LINKGATE_CONFIG).
+func loadConfigFile(origin, path string) (*fileConfig, error) {
+	data, err := boundedfile.Read(path, boundedfile.Config)
 	if err != nil {
-		return nil, configErrorf("config file: %v", err)
+		return nil, configErrorf("%s: %v", origin, err)
 	}
 	return parseConfig(path, data)
 }
@@ -129,7 +137,7 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 		if errors.Is(err, io.EOF) {
 			return cfg, nil // an empty file is a valid, empty config
 		}
-		return nil, configErrorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, yamlError(path, data, err)
 	}
 	if len(doc.Content) == 0 {
 		return cfg, nil
@@ -138,7 +146,7 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, configErrorf("%s:%d: a second YAML document; the file must hold exactly one", path, extra.Line)
 	} else if !errors.Is(err, io.EOF) {
-		return nil, configErrorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, yamlError(path, data, err)
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
@@ -146,10 +154,36 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 	}
 	var errs []string
 	cfg.walk(root, "", &errs)
+	if len(errs) > maxConfigErrors {
+		errs = append(errs[:maxConfigErrors], fmt.Sprintf("%s: and %d more problems", path, len(errs)-maxConfigErrors))
+	}
 	if len(errs) > 0 {
 		return nil, &configError{msg: strings.Join(errs, "\n")}
 	}
 	return cfg, nil
+}
+
+// maxConfigErrors bounds the report on a broken file: the first ones
+// explain it, thousands would only flood the log.
+const maxConfigErrors = 20
+
+// unknownAnchorRE is the one YAML syntax error that quotes the file: an
+// alias's name, which could be a token (webhook_urls: *T0K3N). It also
+// lacks a line number.
+var unknownAnchorRE = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
+
+// yamlError is a YAML parser error as path: message, without any text of
+// the file. The "line N" of yaml.v3's own message is left as it is: for a
+// parser error it is the line before the problem (0-based).
+func yamlError(path string, data []byte, err error) error {
+	if m := unknownAnchorRE.FindStringSubmatch(err.Error()); m != nil {
+		where := path
+		if i := bytes.Index(data, []byte("*"+m[1])); i >= 0 {
+			where = fmt.Sprintf("%s:%d", path, 1+bytes.Count(data[:i], []byte("\n")))
+		}
+		return configErrorf("%s: an alias (*name) refers to no anchor (&name) before it; the name is not shown", where)
+	}
+	return configErrorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 }
 
 func (f *fileConfig) walk(m *yaml.Node, prefix string, errs *[]string) {
@@ -158,46 +192,105 @@ func (f *fileConfig) walk(m *yaml.Node, prefix string, errs *[]string) {
 		k, v := m.Content[i], m.Content[i+1]
 		key := prefix + k.Value
 		if line, dup := seen[k.Value]; dup {
-			*errs = append(*errs, fmt.Sprintf("%s:%d: duplicate key %q (first at line %d)", f.path, k.Line, key, line))
+			*errs = append(*errs, fmt.Sprintf("%s:%d: duplicate key %s (first at line %d)", f.path, k.Line, showKey(prefix, k.Value), line))
 			continue
 		}
 		seen[k.Value] = k.Line
+		line := v.Line
+		if v.Kind == yaml.AliasNode && v.Alias != nil {
+			v = v.Alias // *name stands for the value at &name
+		}
+		secret := secretKey(key)
 		spec, known := configKeys[key]
 		if !known {
-			if v.Kind == yaml.MappingNode && hasKeyPrefix(key+".") {
-				f.walk(v, key+".", errs)
+			if sub := subkeys(key); len(sub) > 0 {
+				switch {
+				case v.Kind == yaml.MappingNode:
+					f.walk(v, key+".", errs)
+				case v.Tag != "!!null": // "section:" alone is an empty section
+					*errs = append(*errs, fmt.Sprintf("%s:%d: %s: want a mapping (keys: %s), got %s",
+						f.path, line, key, strings.Join(sub, ", "), describe(v, secret)))
+				}
 				continue
 			}
-			*errs = append(*errs, fmt.Sprintf("%s:%d: unknown key %q%s", f.path, k.Line, key, suggest(key)))
+			*errs = append(*errs, fmt.Sprintf("%s:%d: unknown key %s%s", f.path, k.Line, showKey(prefix, k.Value), suggest(prefix)))
 			continue
 		}
-		val, err := convert(spec.kind, v, filepath.Dir(f.path))
+		val, err := convert(spec.kind, v, filepath.Dir(f.path), secret)
 		if err != nil {
-			*errs = append(*errs, fmt.Sprintf("%s:%d: %s: %v", f.path, v.Line, key, err))
+			*errs = append(*errs, fmt.Sprintf("%s:%d: %s: %v", f.path, line, key, err))
 			continue
 		}
 		if spec.kind == kindIgnored || val == nil {
 			continue
 		}
-		f.byFlag[spec.flag] = fileValue{value: val, line: v.Line, key: key}
+		f.byFlag[spec.flag] = fileValue{value: val, line: line, key: key}
 	}
 }
 
-func hasKeyPrefix(p string) bool {
+// subkeys lists the next level of known keys under section, or nothing
+// when section is not one.
+func subkeys(section string) []string {
+	set := map[string]bool{}
 	for k := range configKeys {
-		if strings.HasPrefix(k, p) {
+		if rest, ok := strings.CutPrefix(k, section+"."); ok {
+			name, _, _ := strings.Cut(rest, ".")
+			set[name] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for name := range set {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// keyNameRE is what a key of this format looks like. Anything else is not
+// echoed: a misplaced line can make a token or URL a key (notify:
+// {https://hooks.example/T0K3N}).
+var keyNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// showKey quotes an unknown or duplicate key, or says why it is not shown.
+func showKey(prefix, name string) string {
+	if keyNameRE.MatchString(name) {
+		return strconv.Quote(prefix + name)
+	}
+	return "(not shown: a key is lower-case letters, digits and '_')"
+}
+
+// secretWords mark a key whose value may hold a secret: webhook URLs carry
+// their token in the path (and a misplaced one lands in webhook_format),
+// vCenter targets may carry user info, and anything named for a password,
+// token or secret. Such values are never echoed in an error; the error
+// names the file:line, the key and what is wrong. Matching names rather
+// than listing keys keeps a key added later safe by default.
+var secretWords = []string{"password", "token", "secret", "webhook", "url", "target"}
+
+// secretKey reports whether key, or a key of the section key, is named for
+// a secret.
+func secretKey(key string) bool {
+	named := func(k string) bool {
+		for _, w := range secretWords {
+			if strings.Contains(k, w) {
+				return true
+			}
+		}
+		return false
+	}
+	if named(key) {
+		return true
+	}
+	for k := range configKeys {
+		if strings.HasPrefix(k, key+".") && named(k) {
 			return true
 		}
 	}
 	return false
 }
 
-// suggest names the known keys of the same section, to help with typos.
-func suggest(key string) string {
-	section := ""
-	if i := strings.LastIndex(key, "."); i >= 0 {
-		section = key[:i+1]
-	}
+// suggest names the known keys of a section, to help with typos.
+func suggest(section string) string {
 	var same []string
 	for k := range configKeys {
 		if section != "" && strings.HasPrefix(k, section) {
@@ -211,7 +304,12 @@ func suggest(key string) string {
 	return " (known keys here: " + strings.Join(same, ", ") + ")"
 }
 
-func convert(kind valueKind, v *yaml.Node, dir string) (any, error) {
+// maxSeconds is the longest time.Duration in whole seconds (292 years).
+const maxSeconds = math.MaxInt64 / int64(time.Second)
+
+// convert turns a YAML value into the flag text kong parses. secret: the
+// value is described by its type only (see secretKey).
+func convert(kind valueKind, v *yaml.Node, dir string, secret bool) (any, error) {
 	if kind == kindIgnored {
 		return nil, nil
 	}
@@ -222,59 +320,59 @@ func convert(kind valueKind, v *yaml.Node, dir string) (any, error) {
 		switch v.Kind {
 		case yaml.ScalarNode:
 			if v.Tag != "!!str" {
-				return nil, fmt.Errorf("want a string or a list of strings, got %s", describe(v))
+				return nil, fmt.Errorf("want a string or a list of strings, got %s", describe(v, secret))
 			}
 			return []any{v.Value}, nil
 		case yaml.SequenceNode:
 			out := make([]any, 0, len(v.Content))
 			for _, e := range v.Content {
 				if e.Kind != yaml.ScalarNode || (e.Tag != "!!str" && e.Tag != "!!int") {
-					return nil, fmt.Errorf("want a list of strings, got an element %s at line %d", describe(e), e.Line)
+					return nil, fmt.Errorf("want a list of strings; the element at line %d is %s", e.Line, describe(e, secret))
 				}
 				out = append(out, e.Value)
 			}
 			return out, nil
 		}
-		return nil, fmt.Errorf("want a string or a list of strings, got %s", describe(v))
+		return nil, fmt.Errorf("want a string or a list of strings, got %s", describe(v, secret))
 	}
 	if v.Kind != yaml.ScalarNode {
-		return nil, fmt.Errorf("want a single value, got %s", describe(v))
+		return nil, fmt.Errorf("want a single value, got %s", describe(v, secret))
 	}
 	switch kind {
 	case kindBool:
 		if v.Tag != "!!bool" {
-			return nil, fmt.Errorf("want true or false, got %s", describe(v))
+			return nil, fmt.Errorf("want true or false, got %s", describe(v, secret))
 		}
 		b, _ := strconv.ParseBool(strings.ToLower(v.Value))
 		return strconv.FormatBool(b), nil
 	case kindInt:
 		if v.Tag != "!!int" {
-			return nil, fmt.Errorf("want an integer, got %s", describe(v))
+			return nil, fmt.Errorf("want an integer, got %s", describe(v, secret))
 		}
 		n, err := strconv.ParseInt(v.Value, 0, 64)
 		if err != nil {
-			return nil, fmt.Errorf("want an integer, got %s", describe(v))
+			return nil, fmt.Errorf("want an integer of 64 bits, got %s", describe(v, secret))
 		}
 		return strconv.FormatInt(n, 10), nil
 	case kindSeconds, kindDuration:
 		if v.Tag == "!!int" || v.Tag == "!!float" {
 			f, err := strconv.ParseFloat(v.Value, 64)
-			if err != nil || f < 0 {
-				return nil, fmt.Errorf("want a non-negative number of seconds, got %s", describe(v))
+			if err != nil || !(f >= 0 && f <= float64(maxSeconds)) { // also NaN
+				return nil, fmt.Errorf("want a number of seconds from 0 to %d (292 years), got %s", maxSeconds, describe(v, secret))
 			}
 			return time.Duration(f * float64(time.Second)).String(), nil
 		}
 		if kind == kindDuration && v.Tag == "!!str" {
 			d, err := time.ParseDuration(v.Value)
 			if err != nil || d < 0 {
-				return nil, fmt.Errorf("want a duration like 15s, got %s", describe(v))
+				return nil, fmt.Errorf("want a duration of 0 or more like 15s, or a number of seconds, got %s", describe(v, secret))
 			}
 			return d.String(), nil
 		}
-		return nil, fmt.Errorf("want a number of seconds, got %s", describe(v))
+		return nil, fmt.Errorf("want a number of seconds, got %s", describe(v, secret))
 	case kindPath:
 		if v.Tag != "!!str" {
-			return nil, fmt.Errorf("want a path, got %s", describe(v))
+			return nil, fmt.Errorf("want a path, got %s", describe(v, secret))
 		}
 		p := v.Value
 		if p != "" && !filepath.IsAbs(p) {
@@ -283,18 +381,32 @@ func convert(kind valueKind, v *yaml.Node, dir string) (any, error) {
 		return p, nil
 	default:
 		if v.Tag != "!!str" && v.Tag != "!!int" && v.Tag != "!!float" {
-			return nil, fmt.Errorf("want a string, got %s", describe(v))
+			return nil, fmt.Errorf("want a string, got %s", describe(v, secret))
 		}
 		return v.Value, nil
 	}
 }
 
-func describe(v *yaml.Node) string {
+// describe says what a YAML value is for an error; with secret, only its
+// type, never its text or its tag (a tag can hold a URL too).
+func describe(v *yaml.Node, secret bool) string {
 	switch v.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
 	case yaml.SequenceNode:
 		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	if secret {
+		what, ok := map[string]string{
+			"!!str": "a string", "!!int": "an integer", "!!float": "a number", "!!bool": "true or false",
+			"!!binary": "binary data", "!!timestamp": "a timestamp",
+		}[v.Tag]
+		if !ok {
+			what = "a value with a custom tag"
+		}
+		return what + " (not shown: this key may hold a secret)"
 	}
 	switch v.Tag {
 	case "!!str":
@@ -305,6 +417,9 @@ func describe(v *yaml.Node) string {
 		return "the number " + v.Value
 	case "!!bool":
 		return v.Value
+	}
+	if !strings.HasPrefix(v.Tag, "!!") {
+		return fmt.Sprintf("%q tagged %s", v.Value, v.Tag)
 	}
 	return fmt.Sprintf("%q", v.Value)
 }
@@ -332,7 +447,7 @@ func (r *fileResolver) Resolve(ctx *kong.Context, _ *kong.Path, flag *kong.Flag)
 			}
 		}
 		if path != "" {
-			r.cfg, r.err = loadConfigFile(path)
+			r.cfg, r.err = loadConfigFile(flagOrigin(ctx, nil, "config"), path)
 		}
 	}
 	// A broken file is reported by main after parsing, without kong's
@@ -354,6 +469,9 @@ func (r *fileResolver) Resolve(ctx *kong.Context, _ *kong.Path, flag *kong.Flag)
 
 // flagOrigin tells where a flag's effective value came from.
 func flagOrigin(ctx *kong.Context, r *fileResolver, name string) string {
+	if ctx == nil {
+		return "--" + name
+	}
 	for _, p := range ctx.Path {
 		if p.Flag != nil && p.Flag.Name == name && !p.Resolved {
 			return "--" + name
@@ -368,6 +486,9 @@ func flagOrigin(ctx *kong.Context, r *fileResolver, name string) string {
 				return env
 			}
 		}
+	}
+	if r == nil {
+		return "--" + name
 	}
 	if o, ok := r.cfg.origin(name); ok {
 		return o

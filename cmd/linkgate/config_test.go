@@ -2,12 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/pem"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/boundedfile"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
 
@@ -104,7 +113,7 @@ func TestConfigErrors(t *testing.T) {
 		{
 			name: "negative seconds",
 			file: "network_monitor:\n  max_network_wait_s: -4\n",
-			want: []string{"cfg.yml:2: network_monitor.max_network_wait_s: want a non-negative number of seconds"},
+			want: []string{"cfg.yml:2: network_monitor.max_network_wait_s: want a number of seconds from 0 to 9223372036 (292 years), got the integer -4"},
 		},
 		{
 			name: "duplicate key",
@@ -145,7 +154,7 @@ func TestConfigErrors(t *testing.T) {
 		{
 			name: "backoff order",
 			file: "vc_connection_base_backoff_s: 10\nvc_connection_max_backoff_s: 5\n",
-			want: []string{"cfg.yml:2: vc_connection_max_backoff_s: 5s is below --vcenter.base-backoff 10s"},
+			want: []string{"cfg.yml:2: vc_connection_max_backoff_s: want at least --vcenter.base-backoff (10s), got 5s"},
 		},
 		{
 			name: "auto outside sidecar",
@@ -160,7 +169,7 @@ func TestConfigErrors(t *testing.T) {
 		{
 			name: "missing config file",
 			args: []string{"--config", "/nonexistent/linkgate.yml"},
-			want: []string{"config file: open /nonexistent/linkgate.yml: no such file or directory"},
+			want: []string{"--config: open /nonexistent/linkgate.yml: no such file or directory"},
 		},
 		{
 			name: "bad log level",
@@ -283,7 +292,7 @@ func TestProbeConfigErrors(t *testing.T) {
 		{"missing password file", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.password-file", "/nonexistent/pw"}, "--vcenter.password-file: "},
 		{"no user", []string{"--vcenter.url", "https://vc.example/sdk"}, "--vcenter.user: required"},
 		{"no password", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.password-file", ""}, ""},
-		{"ca file given", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.ca-file", ca}, ""},
+		{"ca file without a certificate", []string{"--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.ca-file", ca}, "--vcenter.ca-file: no PEM certificate in " + ca},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(passwordEnv, "s3cret")
@@ -329,5 +338,467 @@ func TestURLCredentialsNeverEchoed(t *testing.T) {
 	code, _, errOut := runCLI(t, "wait", "--url", "admin:Passw0rd@localhost:9977/ready", "--timeout", "1s")
 	if code != 2 || strings.Contains(errOut, "Passw0rd") {
 		t.Errorf("wait: exit %d: %s", code, errOut)
+	}
+}
+
+// TestHostileConfigsNeverEchoSecrets: a token in a place it does not
+// belong is reported by file:line and key, never shown (issue 8, item 6).
+func TestHostileConfigsNeverEchoSecrets(t *testing.T) {
+	const token = "T0K3N-abc"
+	for _, tc := range []struct {
+		name string
+		file string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{name: "custom tag in webhook_urls", file: "notify:\n  webhook_urls: [ !custom https://hooks.example.test/T0K3N-abc ]\n",
+			want: "cfg.yml:2: notify.webhook_urls: want a list of strings; the element at line 2 is a value with a custom tag (not shown: this key may hold a secret)"},
+		{name: "webhook URL as a tag", file: "notify:\n  webhook_urls: [ !https://hooks.example.test/T0K3N-abc x ]\n",
+			want: "cfg.yml:2: notify.webhook_urls: want a list of strings; the element at line 2 is a value with a custom tag"},
+		{name: "custom tag on the webhook_urls scalar", file: "notify:\n  webhook_urls: !custom https://hooks.example.test/T0K3N-abc\n",
+			want: "cfg.yml:2: notify.webhook_urls: want a string or a list of strings, got a value with a custom tag (not shown: this key may hold a secret)"},
+		{name: "mapping in webhook_urls", file: "notify:\n  webhook_urls: {https://hooks.example.test/T0K3N-abc: 1}\n",
+			want: "cfg.yml:2: notify.webhook_urls: want a string or a list of strings, got a mapping"},
+		{name: "URL in webhook_format", file: "notify:\n  webhook_format: https://hooks.example.test/T0K3N-abc\n",
+			want: "cfg.yml:2: notify.webhook_format: want generic, slack or discord (the value is not shown: it may hold a webhook URL)"},
+		{name: "tagged URL in webhook_format", file: "notify:\n  webhook_format: !x https://hooks.example.test/T0K3N-abc\n",
+			want: "cfg.yml:2: notify.webhook_format: want a string, got a value with a custom tag (not shown: this key may hold a secret)"},
+		{name: "list in webhook_format", file: "notify:\n  webhook_format: [https://hooks.example.test/T0K3N-abc]\n",
+			want: "cfg.yml:2: notify.webhook_format: want a single value, got a list"},
+		{name: "not an http URL", file: "notify:\n  webhook_urls: [ftp://hooks.example.test/T0K3N-abc]\n",
+			want: "cfg.yml:2: notify.webhook_urls: want an http(s) URL, got ftp://hooks.example.test (the rest is not shown: a webhook URL holds a token)"},
+		{name: "no scheme", file: "notify:\n  webhook_urls: hooks.example.test/T0K3N-abc\n",
+			want: "cfg.yml:2: notify.webhook_urls: want an http(s) URL, got <webhook URL>"},
+		{name: "URL as the notify section", file: "notify: https://hooks.example.test/T0K3N-abc\n",
+			want: "cfg.yml:1: notify: want a mapping (keys: webhook_format, webhook_urls), got a string (not shown: this key may hold a secret)"},
+		{name: "URL as a key", file: "notify: {https://hooks.example.test/T0K3N-abc}\n",
+			want: "cfg.yml:1: unknown key (not shown: a key is lower-case letters, digits and '_') (known keys here: notify.webhook_format, notify.webhook_urls)"},
+		{name: "token as a duplicate key", file: "notify:\n  T0K3N-abc: 1\n  T0K3N-abc: 2\n",
+			want: "cfg.yml:3: duplicate key (not shown: a key is lower-case letters, digits and '_') (first at line 2)"},
+		{name: "token as an alias", file: "cmd: x\nnotify:\n  webhook_urls: *T0K3N-abc\n",
+			want: "cfg.yml:3: an alias (*name) refers to no anchor (&name) before it; the name is not shown"},
+		{name: "unclosed list", file: "notify:\n  webhook_urls: [https://hooks.example.test/T0K3N-abc\n",
+			want: "cfg.yml: line 1: did not find expected ',' or ']'"}, // yaml.v3's own (0-based) line: see yamlError
+		{name: "vCenter user info under a tag", file: "vcenter:\n  targets: [!x https://root:T0K3N-abc@vc.example/sdk]\n",
+			want: "cfg.yml:2: vcenter.targets: want a list of strings; the element at line 2 is a value with a custom tag"},
+		{name: "vCenter user info", file: "vcenter:\n  targets: [https://root:T0K3N-abc@vc.example/sdk]\n",
+			want: "cfg.yml:2: vcenter.targets: https://vc.example/sdk: credentials in the URL are not accepted"},
+		{name: "password in password_file", file: "vcenter:\n  password_file: !secret T0K3N-abc\n",
+			want: "cfg.yml:2: vcenter.password_file: want a path, got a value with a custom tag (not shown: this key may hold a secret)"},
+		{name: "URL in the webhook format variable", env: map[string]string{"LINKGATE_NOTIFY_WEBHOOK_FORMAT": "https://hooks.example.test/T0K3N-abc"},
+			want: "LINKGATE_NOTIFY_WEBHOOK_FORMAT: want generic, slack or discord (the value is not shown: it may hold a webhook URL)"},
+		{name: "URL in the webhook format flag", args: []string{"--notify.webhook-format", "https://hooks.example.test/T0K3N-abc"},
+			want: "--notify.webhook-format: want generic, slack or discord (the value is not shown: it may hold a webhook URL)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			args := []string{"sidecar", "--config.check"}
+			if tc.file != "" {
+				args = append(args, "--config", writeFile(t, "cfg.yml", tc.file))
+			}
+			code, _, errOut := runCLI(t, append(args, tc.args...)...)
+			if code != exitInvalid {
+				t.Errorf("exit %d, want %d", code, exitInvalid)
+			}
+			if strings.Contains(errOut, token) || strings.Contains(errOut, "T0K3N") {
+				t.Errorf("the token is echoed: %s", errOut)
+			}
+			if !strings.Contains(errOut, tc.want) {
+				t.Errorf("stderr %q\nlacks %q", errOut, tc.want)
+			}
+		})
+	}
+}
+
+// testCAFile writes a real PEM certificate.
+func testCAFile(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	srv.Close()
+	return writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+}
+
+// TestMessagesNameFlagValueAndAllowed: each message names the flag, the
+// variable or file:line and key, the value, and what is allowed (issue 8,
+// item 7). The whole of stderr is compared.
+func TestMessagesNameFlagValueAndAllowed(t *testing.T) {
+	pw := writeFile(t, "pw", "secret\n")
+	vc := []string{"--vcenter.user", "u", "--vcenter.password-file", pw}
+	for _, tc := range []struct {
+		name string
+		args []string
+		file string // written to cfg.yml and passed with --config; @ in want is its path
+		env  map[string]string
+		want string
+	}{
+		{name: "seconds beyond a duration", args: []string{"exporter"}, file: "vc_connection_timeout_s: 1e300\n",
+			want: "@:1: vc_connection_timeout_s: want a number of seconds from 0 to 9223372036 (292 years), got the number 1e300"},
+		{name: "seconds not a number", args: []string{"exporter"}, file: "vc_connection_timeout_s: .nan\n",
+			want: "@:1: vc_connection_timeout_s: want a number of seconds from 0 to 9223372036 (292 years), got the number .nan"},
+		{name: "zero timeout", args: []string{"exporter"}, file: "vc_connection_timeout_s: 0\n",
+			want: "@:1: vc_connection_timeout_s: want a positive duration like 10s, got 0s"},
+		{name: "section given a list", args: []string{"exporter"}, file: "network_monitor: [1,2]\n",
+			want: "@:1: network_monitor: want a mapping (keys: enabled, max_network_wait_s, pause_on_network_down, required_interfaces), got a list"},
+		{name: "listen address with too many colons", args: []string{"exporter", "--web.listen-address", "::::99999"},
+			want: `--web.listen-address: want host:port, [IPv6]:port or :port with a port from 0 to 65535, got "::::99999" (too many colons in address)`},
+		{name: "listen port out of range", args: []string{"exporter", "--web.listen-address", ":9977", "--web.listen-address", "[::1]:99999"},
+			want: `--web.listen-address: want host:port, [IPv6]:port or :port with a port from 0 to 65535, got "[::1]:99999" (port 99999 out of range)`},
+		{name: "listen host", args: []string{"exporter", "--web.listen-address", "a b:80"},
+			want: `--web.listen-address: want host:port, [IPv6]:port or :port with a port from 0 to 65535, got "a b:80" ("a b" is neither an IP address nor a host name)`},
+		{name: "wait timeout negative, separate", args: []string{"wait", "--timeout", "-1s"},
+			want: "--timeout: want a duration of 0 (look once) or more like 30s, got -1s"},
+		{name: "wait timeout negative, joined", args: []string{"wait", "--timeout=-1s"},
+			want: "--timeout: want a duration of 0 (look once) or more like 30s, got -1s"},
+		{name: "wait default timeout negative", args: []string{"wait"}, env: map[string]string{"LINKGATE_NETWORK_MAX_WAIT": "-5s"},
+			want: "LINKGATE_NETWORK_MAX_WAIT: want a duration of 0 (look once) or more like 30s, got -5s"},
+		{name: "vcenter timeout negative", args: []string{"exporter", "--vcenter.timeout", "-1s"},
+			want: "--vcenter.timeout: want a positive duration like 10s, got -1s"},
+		{name: "vcenter interval from the environment", args: []string{"exporter"}, env: map[string]string{"LINKGATE_VCENTER_INTERVAL": "0s"},
+			want: "LINKGATE_VCENTER_INTERVAL: want a positive duration like 15s, got 0s"},
+		{name: "vcenter url scheme", args: append([]string{"exporter", "--vcenter.url", "http://vc.example/sdk"}, vc...),
+			want: `--vcenter.url: http://vc.example/sdk: scheme "http": only https is supported (want https://host[:port][/sdk] or host[:port], each once)`},
+		{name: "second vcenter url", args: append([]string{"exporter", "--vcenter.url", "https://a.example/sdk", "--vcenter.url", "ftp://b.example/sdk?k=v"}, vc...),
+			want: `--vcenter.url: ftp://b.example/sdk: scheme "ftp": only https is supported (want https://host[:port][/sdk] or host[:port], each once)`},
+		{name: "duplicate vcenter url", args: append([]string{"exporter", "--vcenter.url", "https://a.example/sdk", "--vcenter.url", "a.example"}, vc...),
+			want: `--vcenter.url: a.example: duplicate target a.example (want https://host[:port][/sdk] or host[:port], each once)`},
+		{name: "vcenter target in the file", args: append([]string{"exporter"}, vc...), file: "vcenter:\n  targets: [http://vc.example/sdk]\n",
+			want: `@:2: vcenter.targets: http://vc.example/sdk: scheme "http": only https is supported (want https://host[:port][/sdk] or host[:port], each once)`},
+		{name: "interface name", args: []string{"exporter", "--network.required-interfaces", "eth0/1"},
+			want: `--network.required-interfaces: want interface names of 1 to 15 characters without '/', ':' or spaces, or 'auto', got "eth0/1"`},
+		{name: "verify interval", args: []string{"exporter", "--collector.verify-interval", "-1s"},
+			want: "--collector.verify-interval: want 0 (off) or a positive duration like 60s, got -1s"},
+		{name: "telemetry path", args: []string{"exporter", "--web.telemetry-path", "metrics"},
+			want: `--web.telemetry-path: want a path that starts with / and is not /, got "metrics"`},
+		{name: "address family in the file", args: []string{"sidecar"}, file: "gate:\n  addresses: ipv4\n",
+			want: `@:2: gate.addresses: address family "ipv4": want inet, inet6 or both`},
+		{name: "stable-for negative", args: []string{"sidecar", "--gate.stable-for", "-2s"},
+			want: "--gate.stable-for: want a duration of 0 or more like 2s, got -2s"},
+		{name: "wait interface state", args: []string{"wait", "--interface", "eth0:upp"},
+			want: `--interface: interface "eth0": operstate "upp": want one of notpresent, down, lowerlayerdown, testing, dormant, up`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			args := append(tc.args, "--config.check")
+			want := tc.want
+			if tc.file != "" {
+				path := writeFile(t, "cfg.yml", tc.file)
+				args = append(args, "--config", path)
+				want = strings.ReplaceAll(want, "@", path)
+			}
+			code, _, errOut := runCLI(t, args...)
+			if code != exitInvalid {
+				t.Errorf("exit %d, want %d", code, exitInvalid)
+			}
+			if errOut != "linkgate: "+want+"\n" {
+				t.Errorf("stderr:\n%s\nwant:\n%s", errOut, "linkgate: "+want)
+			}
+		})
+	}
+}
+
+// TestNegativeDurationJoinKeepsShortFlags: only a duration flag followed by
+// a negative duration is joined; -4 stays IPv4.
+func TestNegativeDurationJoinKeepsShortFlags(t *testing.T) {
+	p, code := parse([]string{"wait", "--timeout", "5s", "-4", "--any", "-6"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if code >= 0 {
+		t.Fatalf("parse exit %d", code)
+	}
+	if w := p.cli.Wait; w.Timeout != 5*time.Second || !w.IPv4 || !w.IPv6 || !w.Any {
+		t.Errorf("wait flags: %+v", w)
+	}
+	if _, code := parse([]string{"wait", "--timeout", "-4"}, &bytes.Buffer{}, &bytes.Buffer{}); code != exitInvalid {
+		t.Errorf("--timeout -4 (no unit): exit %d, want %d", code, exitInvalid)
+	}
+}
+
+// bigFile writes size bytes of YAML comment.
+func bigFile(t *testing.T, name string, size int) string {
+	t.Helper()
+	b := bytes.Repeat([]byte("#234567\n"), size/8+1)
+	return writeFile(t, name, string(b[:size]))
+}
+
+// TestFileLimitsAtStart: every file linkgate reads is refused at start,
+// exit 2, with the flag, the path and the limit, and counted (issue 8,
+// item 4).
+func TestFileLimitsAtStart(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca := testCAFile(t)
+	pw := writeFile(t, "pw", "secret\n")
+	bigConfig := bigFile(t, "big.yml", boundedfile.ConfigLimit+1)
+	bigPassword := writeFile(t, "bigpw", strings.Repeat("p", boundedfile.PasswordLimit+1))
+	bigCA := bigFile(t, "bigca.pem", boundedfile.CABundleLimit+1)
+	emptyPassword := writeFile(t, "emptypw", "\n")
+	garbageCA := writeFile(t, "garbage.pem", "not a certificate")
+	webZeroCert := writeFile(t, "web.yml", "tls_server_config:\n  cert_file: /dev/zero\n  key_file: /dev/zero\n")
+	pwInFile := writeFile(t, "cfg.yml", "vcenter:\n  password_file: "+bigPassword+"\n")
+	vc := func(pwFile, caFile string) []string {
+		return []string{"exporter", "--vcenter.url", "https://vc.example/sdk", "--vcenter.user", "u", "--vcenter.password-file", pwFile, "--vcenter.ca-file", caFile}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		file boundedfile.File
+		want string
+	}{
+		{"config /dev/zero", []string{"exporter", "--config", "/dev/zero"}, nil, boundedfile.Config,
+			"--config: /dev/zero is a character device, not a regular file"},
+		{"config from the environment", []string{"exporter"}, map[string]string{"LINKGATE_CONFIG": "/dev/zero"}, boundedfile.Config,
+			"LINKGATE_CONFIG: /dev/zero is a character device, not a regular file"},
+		{"config over the limit", []string{"exporter", "--config", bigConfig}, nil, boundedfile.Config,
+			"--config: " + bigConfig + " is larger than the 64 KiB limit"},
+		{"config FIFO", []string{"exporter", "--config", fifo}, nil, boundedfile.Config,
+			"--config: " + fifo + " is a FIFO (named pipe), not a regular file"},
+		{"config directory", []string{"exporter", "--config", filepath.Dir(fifo)}, nil, boundedfile.Config,
+			"--config: " + filepath.Dir(fifo) + " is a directory, not a regular file"},
+		{"password /dev/zero", vc("/dev/zero", ca), nil, boundedfile.Password,
+			"--vcenter.password-file: /dev/zero is a character device, not a regular file"},
+		{"password over the limit", vc(bigPassword, ca), nil, boundedfile.Password,
+			"--vcenter.password-file: " + bigPassword + " is larger than the 4 KiB limit"},
+		{"password over the limit, set in the file", []string{"exporter", "--config", pwInFile}, nil, boundedfile.Password,
+			pwInFile + ":2: vcenter.password_file: " + bigPassword + " is larger than the 4 KiB limit"},
+		{"password FIFO", vc(fifo, ca), nil, boundedfile.Password,
+			"--vcenter.password-file: " + fifo + " is a FIFO (named pipe), not a regular file"},
+		{"CA /dev/zero", vc(pw, "/dev/zero"), nil, boundedfile.CABundle,
+			"--vcenter.ca-file: /dev/zero is a character device, not a regular file"},
+		{"CA over the limit", vc(pw, bigCA), nil, boundedfile.CABundle,
+			"--vcenter.ca-file: " + bigCA + " is larger than the 1 MiB limit"},
+		{"wait CA /dev/zero", []string{"wait", "--url", "https://localhost:9977/ready", "--tls.ca-file", "/dev/zero"}, nil, boundedfile.CABundle,
+			"--tls.ca-file: /dev/zero is a character device, not a regular file"},
+		{"web config /dev/zero", []string{"exporter", "--web.config.file", "/dev/zero"}, nil, boundedfile.WebConfig,
+			"--web.config.file: /dev/zero is a character device, not a regular file"},
+		{"web config naming /dev/zero", []string{"exporter", "--web.config.file", webZeroCert}, nil, boundedfile.WebTLS,
+			"--web.config.file: tls_server_config.cert_file: /dev/zero is a character device, not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			before := tc.file.Failures()
+			done := make(chan struct{})
+			var code int
+			var errOut string
+			go func() {
+				defer close(done)
+				code, _, errOut = runCLI(t, append(tc.args, "--config.check")...)
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("blocked on the file")
+			}
+			if code != exitInvalid || errOut != "linkgate: "+tc.want+"\n" {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and:\nlinkgate: %s", code, errOut, exitInvalid, tc.want)
+			}
+			if got := tc.file.Failures() - before; got != 1 {
+				t.Errorf("linkgate_file_read_errors_total{file=%q} rose by %d, want 1", tc.file, got)
+			}
+		})
+	}
+
+	// --config.check reads the files, not only their existence.
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"empty password file", vc(emptyPassword, ca), "--vcenter.password-file: " + emptyPassword + " is empty; want a file holding the vCenter password"},
+		{"CA file without a certificate", vc(pw, garbageCA), "--vcenter.ca-file: no PEM certificate in " + garbageCA},
+	} {
+		code, _, errOut := runCLI(t, append(tc.args, "--config.check")...)
+		if code != exitInvalid || errOut != "linkgate: "+tc.want+"\n" {
+			t.Errorf("%s: exit %d, stderr:\n%s\nwant:\nlinkgate: %s", tc.name, code, errOut, tc.want)
+		}
+	}
+	if code, out, errOut := runCLI(t, append(vc(pw, ca), "--config.check")...); code != exitOK || out != "configuration is valid\n" {
+		t.Errorf("valid files: exit %d: %s%s", code, out, errOut)
+	}
+	atLimit := writeFile(t, "atlimit", strings.Repeat("p", boundedfile.PasswordLimit))
+	if code, _, errOut := runCLI(t, append(vc(atLimit, ca), "--config.check")...); code != exitOK {
+		t.Errorf("password of exactly 4 KiB: exit %d: %s", code, errOut)
+	}
+}
+
+// metricValue reads one series' value from an exposition.
+func metricValue(t *testing.T, exposition, series string) string {
+	t.Helper()
+	for line := range strings.Lines(exposition) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no series %s in the exposition", series)
+	return ""
+}
+
+// TestReloadKeepsRunningValuesOnOversizeFiles: on SIGHUP, a configuration
+// or password file over its limit keeps what runs, says why in the log
+// and counts it on /metrics.
+func TestReloadKeepsRunningValuesOnOversizeFiles(t *testing.T) {
+	cfg := writeFile(t, "linkgate.yml", "network_monitor:\n  required_interfaces: [va]\n")
+	e := startSidecarWith(t, nil, "--config", cfg)
+	e.waitStatus(t, http.StatusOK, "[+]vcenter ok")
+	goodPassword, err := os.ReadFile(e.pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := func(wantLog string) {
+		t.Helper()
+		from := len(e.log.String())
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(e.log.String()[from:], wantLog) {
+			if time.Now().After(deadline) {
+				t.Fatalf("log never said %q after SIGHUP:\n%s", wantLog, e.log.String()[from:])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		file    boundedfile.File
+		break_  func()
+		restore func()
+		want    string
+	}{
+		{"config", boundedfile.Config,
+			func() { writeBig(t, cfg, boundedfile.ConfigLimit+1) },
+			func() { overwrite(t, cfg, "network_monitor:\n  required_interfaces: [va]\n") },
+			"--config: " + cfg + " is larger than the 64 KiB limit"},
+		{"password", boundedfile.Password,
+			func() { writeBig(t, e.pwFile, boundedfile.PasswordLimit+1) },
+			func() { overwrite(t, e.pwFile, string(goodPassword)) },
+			"--vcenter.password-file: " + e.pwFile + " is larger than the 4 KiB limit"},
+	} {
+		before := tc.file.Failures()
+		tc.break_()
+		hup("keeping the running configuration")
+		if log := e.log.String(); !strings.Contains(log, tc.want) {
+			t.Errorf("%s: the log does not say why:\n%s", tc.name, log)
+		}
+		if got := tc.file.Failures() - before; got != 1 {
+			t.Errorf("%s: counted %d failed reads, want 1", tc.name, got)
+		}
+		_, body := get(t, e.base+"/metrics")
+		if got := metricValue(t, body, `linkgate_file_read_errors_total{file="`+tc.file.String()+`"}`); got != strconv.FormatUint(tc.file.Failures(), 10) {
+			t.Errorf("%s: /metrics says %s failed reads, want %d", tc.name, got, tc.file.Failures())
+		}
+		e.waitStatus(t, http.StatusOK, "[+]links ok", "[+]vcenter ok")
+		tc.restore()
+		hup("configuration reloaded")
+	}
+}
+
+func overwrite(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeBig(t *testing.T, path string, size int) {
+	t.Helper()
+	overwrite(t, path, strings.Repeat("#", size))
+}
+
+// TestProbeRereadRefusesOversizeFiles: the probe reads the password at
+// each login and the CA bundle at each connection. A file over its limit
+// fails that attempt before anything reaches vCenter (no failed login
+// toward the SSO lockout), says why in the target's reason, and is counted.
+func TestProbeRereadRefusesOversizeFiles(t *testing.T) {
+	sim, err := startVCSim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	pwFile, err := sim.PasswordFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		name   string
+		file   boundedfile.File
+		pw, ca string
+		want   string
+	}{
+		{"password", boundedfile.Password, bigFile(t, "bigpw", boundedfile.PasswordLimit+1), sim.CAFile, "is larger than the 4 KiB limit"},
+		{"CA bundle", boundedfile.CABundle, pwFile, "/dev/zero", "/dev/zero is a character device, not a regular file"},
+	} {
+		// Parsed, not validated: validation would refuse the file at start.
+		parsed, code := parse([]string{"exporter", "--vcenter.url", sim.URL, "--vcenter.user", sim.User,
+			"--vcenter.password-file", tc.pw, "--vcenter.ca-file", tc.ca}, &bytes.Buffer{}, &bytes.Buffer{})
+		if code >= 0 {
+			t.Fatalf("parse exit %d", code)
+		}
+		x := parsed.cli.Exporter
+		p, err := env.newProber(&x.vcenterFlags, &x.networkFlags, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := tc.file.Failures()
+		st := p.ProbeOnce(context.Background())
+		if len(st) != 1 || st[0].Up || st[0].Kind != "config" || !strings.Contains(st[0].Reason, tc.want) {
+			t.Errorf("%s: status %+v, want down, kind config, reason with %q", tc.name, st, tc.want)
+		}
+		if got := tc.file.Failures() - before; got != 1 {
+			t.Errorf("%s: counted %d failed reads, want 1", tc.name, got)
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(p)
+		if f := loginFailures(t, reg); f != 0 {
+			t.Errorf("%s: %v failed logins; a refused file must not reach vCenter", tc.name, f)
+		}
+	}
+}
+
+// loginFailures sums linkgate_vcenter_logins_total{result="failure"}.
+func loginFailures(t *testing.T, g prometheus.Gatherer) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "linkgate_vcenter_logins_total" {
+			continue
+		}
+		found = true
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "failure" {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no linkgate_vcenter_logins_total")
+	}
+	return sum
+}
+
+func TestConfigErrorsAreBounded(t *testing.T) {
+	path := writeFile(t, "cfg.yml", strings.Repeat("bogus_key: 1\n", 1000))
+	code, _, errOut := runCLI(t, "exporter", "--config.check", "--config", path)
+	if code != exitInvalid {
+		t.Errorf("exit %d", code)
+	}
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if len(lines) != maxConfigErrors+1 || lines[len(lines)-1] != path+": and 980 more problems" {
+		t.Errorf("%d lines, ending %q", len(lines), lines[len(lines)-1])
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/boundedfile"
+	"github.com/linkgate/linkgate/probe"
 	"github.com/linkgate/linkgate/sidecar"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,37 +42,64 @@ func (e *runEnv) validateVCenter(v *vcenterFlags, n *networkFlags) error {
 			return e.invalid("vcenter.url", "%s: credentials in the URL are not accepted; use --vcenter.user and --vcenter.password-file", redactURL(raw))
 		}
 	}
+	// Read as the probe will, so that a file the probe would refuse
+	// fails here with exit code 2, not at the first login.
 	if v.PasswordFile != "" {
-		if _, err := os.Stat(v.PasswordFile); err != nil {
+		b, err := boundedfile.Read(v.PasswordFile, boundedfile.Password)
+		if err != nil {
 			return e.invalid("vcenter.password-file", "%v", err)
+		}
+		if strings.TrimRight(string(b), "\r\n") == "" {
+			return e.invalid("vcenter.password-file", "%s is empty; want a file holding the vCenter password", v.PasswordFile)
 		}
 	}
 	if v.CAFile != "" {
-		if _, err := os.Stat(v.CAFile); err != nil {
+		if _, err := readCABundle(v.CAFile); err != nil {
 			return e.invalid("vcenter.ca-file", "%v", err)
 		}
 	}
 	switch {
 	case v.Interval <= 0:
-		return e.invalid("vcenter.interval", "must be positive")
+		return e.invalid("vcenter.interval", "want a positive duration like 15s, got %s", v.Interval)
 	case v.Timeout <= 0:
-		return e.invalid("vcenter.timeout", "must be positive")
+		return e.invalid("vcenter.timeout", "want a positive duration like 10s, got %s", v.Timeout)
 	case v.MaxRetries < 0:
-		return e.invalid("vcenter.max-retries", "must not be negative")
+		return e.invalid("vcenter.max-retries", "want 0 or more, got %d", v.MaxRetries)
 	case v.BaseBackoff <= 0:
-		return e.invalid("vcenter.base-backoff", "must be positive")
+		return e.invalid("vcenter.base-backoff", "want a positive duration like 2s, got %s", v.BaseBackoff)
 	case v.MaxBackoff < v.BaseBackoff:
-		return e.invalid("vcenter.max-backoff", "%s is below --vcenter.base-backoff %s", v.MaxBackoff, v.BaseBackoff)
+		return e.invalid("vcenter.max-backoff", "want at least --vcenter.base-backoff (%s), got %s", v.BaseBackoff, v.MaxBackoff)
 	}
 	if len(v.URL) > 0 {
 		if v.PasswordFile == "" && os.Getenv(passwordEnv) == "" {
 			return e.invalid("vcenter.password-file", "a vCenter password is needed: set --vcenter.password-file or %s", passwordEnv)
 		}
 		if err := probeConfig(v, n).Validate(); err != nil {
-			return e.probeConfigError(err)
+			return e.vcenterConfigError(v, err)
 		}
 	}
 	return nil
+}
+
+// vcenterConfigError names the flag for a probe.ConfigError whose field
+// probeFlagOf cannot map: one URL of several (URLs[1]), shown without
+// user info, query or fragment.
+func (e *runEnv) vcenterConfigError(v *vcenterFlags, err error) error {
+	var ce *probe.ConfigError
+	if !errors.As(err, &ce) {
+		return e.probeConfigError(err)
+	}
+	var i int
+	if _, serr := fmt.Sscanf(ce.Field, "URLs[%d]", &i); serr == nil && i >= 0 && i < len(v.URL) {
+		return e.invalid("vcenter.url", "%s: %v (want https://host[:port][/sdk] or host[:port], each once)", redactURL(v.URL[i]), ce.Err)
+	}
+	switch ce.Field {
+	case "User":
+		return e.invalid("vcenter.user", "required with --vcenter.url")
+	case "Insecure":
+		return e.invalid("vcenter.insecure", "contradicts --vcenter.ca-file and --vcenter.thumbprint; pick one way to trust vCenter")
+	}
+	return e.probeConfigError(err)
 }
 
 // redactURL drops user info, query and fragment so a URL is safe to print,
@@ -132,6 +161,7 @@ func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 		versioncollector.NewCollector("linkgate"),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
+		boundedfile.Collector(),
 	)
 	reg.MustRegister(cs...)
 	return reg
@@ -145,7 +175,7 @@ func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, fast []exposi
 	for _, r := range register {
 		r(mux)
 	}
-	mux.Handle(w.TelemetryPath, metricsHandler(reg, env.logger, fast...))
+	mux.Handle(w.TelemetryPath, newMetricsHandler(reg, env.logger, fast...))
 	mux.Handle("/healthz", sidecar.HealthzHandler(health, time.Now))
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "linkgate",
@@ -159,11 +189,15 @@ func newServer(env *runEnv, w *webFlags, reg *prometheus.Registry, fast []exposi
 	if err == nil {
 		mux.Handle("/", landing)
 	}
+	// No WriteTimeout: long-polls and event streams set their own write
+	// deadlines, as /metrics does. An idle keep-alive connection costs
+	// about 20 KB: it is dropped after 30s (Prometheus reconnects at its
+	// next scrape), and serve bounds how many stay open.
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
 }
@@ -185,8 +219,9 @@ type serveOptions struct {
 	reload         func()                        // on SIGHUP
 }
 
-// serve opens the listeners, runs the HTTP server and the loops until ctx
-// ends or one of them fails, then shuts everything down and waits for it.
+// serve opens the listeners, each bounded to --web.max-connections (see
+// limitedListener), runs the HTTP server and the loops until ctx ends or
+// one of them fails, then shuts everything down and waits for it.
 func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, o serveOptions) error {
 	listeners := make([]net.Listener, 0, len(w.ListenAddress))
 	for _, addr := range w.ListenAddress {
@@ -197,7 +232,13 @@ func serve(ctx context.Context, env *runEnv, srv *http.Server, w *webFlags, o se
 			}
 			return fmt.Errorf("listen: %w", err)
 		}
+		if w.MaxConnections > 0 {
+			l = limitConnections(l, int(w.MaxConnections), env.logger)
+		}
 		listeners = append(listeners, l)
+	}
+	if w.MaxConnections > 0 {
+		srv.ConnState = trackConnState
 	}
 	// Registered before serving: once /ready answers, SIGHUP reloads.
 	hup := make(chan os.Signal, 1)

@@ -37,7 +37,15 @@ func runningCollector(t *testing.T) (col *collector.Collector, stop func()) {
 	t.Helper()
 	a, b := netnstest.New(t), netnstest.New(t)
 	netnstest.Veth(t, a, "va", b, "vb")
-	col, err := collector.New(collector.Options{NetNS: a.Path, Required: []string{"va"}})
+	return collectorOn(t, a, "va")
+}
+
+// collectorOn runs a collector on ns with the required links and waits
+// for its first dump. stop ends it and waits; it also runs when the test
+// ends.
+func collectorOn(t *testing.T, ns *netnstest.NS, required ...string) (col *collector.Collector, stop func()) {
+	t.Helper()
+	col, err := collector.New(collector.Options{NetNS: ns.Path, Required: required})
 	if err != nil {
 		t.Fatal(err)
 	}

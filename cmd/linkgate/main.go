@@ -9,15 +9,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/linkgate/linkgate/internal/boundedfile"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v3"
 )
 
 // Exit codes, documented in the README.
@@ -40,6 +47,8 @@ type webFlags struct {
 	ListenAddress []string `name:"web.listen-address" default:":9977" placeholder:"ADDR" help:"Address to listen on; repeatable."`
 	TelemetryPath string   `name:"web.telemetry-path" default:"/metrics" help:"Path under which to expose metrics."`
 	ConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"exporter-toolkit web configuration (TLS, basic auth)."`
+	// A count, so kong itself refuses a negative one.
+	MaxConnections uint `name:"web.max-connections" default:"512" help:"Connections open at once per listen address; beyond it a new one replaces the longest-idle one, or is closed if none is idle. 0: no limit."`
 }
 
 // collectorFlags choose what the rtnetlink collector watches and exports.
@@ -81,6 +90,10 @@ type vcenterFlags struct {
 	BaseBackoff  time.Duration `name:"vcenter.base-backoff" default:"2s" help:"First retry wait (vc_connection_base_backoff_s)."`
 	MaxBackoff   time.Duration `name:"vcenter.max-backoff" default:"30s" help:"Retry wait cap and down-target cadence (vc_connection_max_backoff_s)."`
 	Jitter       bool          `name:"vcenter.jitter" default:"true" negatable:"" help:"±25% jitter inside the cap (vc_connection_enable_jitter)."`
+
+	// vCenter SSO locks an account after 5 failed logins in 180 s by default.
+	MaxFailedLogins   int           `name:"vcenter.max-failed-logins" default:"3" help:"At most this many failed logins per target within --vcenter.failed-login-window; further logins wait. Nothing resets it."`
+	FailedLoginWindow time.Duration `name:"vcenter.failed-login-window" default:"3m" help:"The window of --vcenter.max-failed-logins."`
 }
 
 type cli struct {
@@ -151,7 +164,7 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 		fmt.Fprintf(stderr, "linkgate: %v\n", err)
 		return nil, exitFailure
 	}
-	p.kctx, err = parser.Parse(args)
+	p.kctx, err = parser.Parse(joinNegativeDurations(parser.Model, args))
 	if exitCode >= 0 { // --help
 		return nil, exitCode
 	}
@@ -164,6 +177,43 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 		return nil, exitInvalid
 	}
 	return p, -1
+}
+
+// joinNegativeDurations turns "--timeout -1s" into "--timeout=-1s" for
+// every duration flag. kong reads a value starting with '-' as short flags
+// and answers with a puzzle (`expected duration value but got "-1s" (short
+// flag)`); joined, the value reaches validation, whose message names the
+// flag, the value and what is allowed.
+func joinNegativeDurations(app *kong.Application, args []string) []string {
+	durations := map[string]bool{}
+	var visit func(n *kong.Node)
+	visit = func(n *kong.Node) {
+		for _, f := range n.Flags {
+			if f.Target.Type() == reflect.TypeFor[time.Duration]() {
+				durations["--"+f.Name] = true
+			}
+		}
+		for _, c := range n.Children {
+			visit(c)
+		}
+	}
+	visit(app.Node)
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if durations[a] && i+1 < len(args) && strings.HasPrefix(args[i+1], "-") {
+			if _, err := time.ParseDuration(args[i+1]); err == nil {
+				out = append(out, a+"="+args[i+1])
+				i++
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // run parses args and runs the selected command, returning the exit code.
@@ -309,10 +359,20 @@ func (e *runEnv) validateWeb(w *webFlags) error {
 	if len(w.ListenAddress) == 0 {
 		return e.invalid("web.listen-address", "at least one listen address is needed")
 	}
+	for _, addr := range w.ListenAddress {
+		if err := checkListenAddress(addr); err != nil {
+			return e.invalid("web.listen-address", "want host:port, [IPv6]:port or :port with a port from 0 to 65535, got %q (%v)", addr, err)
+		}
+	}
 	if !strings.HasPrefix(w.TelemetryPath, "/") || w.TelemetryPath == "/" {
-		return e.invalid("web.telemetry-path", "must start with / and not be / (got %q)", w.TelemetryPath)
+		return e.invalid("web.telemetry-path", "want a path that starts with / and is not /, got %q", w.TelemetryPath)
 	}
 	if w.ConfigFile != "" {
+		// exporter-toolkit reads these files without a bound; they are
+		// checked under linkgate's rule first.
+		if err := checkWebConfigFiles(w.ConfigFile); err != nil {
+			return e.invalid("web.config.file", "%v", err)
+		}
 		if err := web.Validate(w.ConfigFile); err != nil {
 			return e.invalid("web.config.file", "%v", err)
 		}
@@ -320,9 +380,81 @@ func (e *runEnv) validateWeb(w *webFlags) error {
 	return nil
 }
 
+// checkListenAddress accepts what net.Listen("tcp", addr) listens on,
+// without listening: an IP, a host name or nothing, and a port number or
+// service name.
+func checkListenAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return errors.New(ae.Err)
+		}
+		return err
+	}
+	switch {
+	case port == "":
+		return errors.New("no port")
+	case port[0] >= '0' && port[0] <= '9':
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("port %s out of range", port)
+		}
+	default:
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return fmt.Errorf("unknown port name %q", port)
+		}
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if !hostNameRE.MatchString(host) {
+		return fmt.Errorf("%q is neither an IP address nor a host name", host)
+	}
+	return nil
+}
+
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$`)
+
+// checkWebConfigFiles reads the web configuration and the TLS files it
+// names under the size rule, before exporter-toolkit reads them.
+func checkWebConfigFiles(path string) error {
+	b, err := boundedfile.Read(path, boundedfile.WebConfig)
+	if err != nil {
+		return err
+	}
+	var c struct {
+		TLS struct {
+			Cert string `yaml:"cert_file"`
+			Key  string `yaml:"key_file"`
+			CA   string `yaml:"client_ca_file"`
+		} `yaml:"tls_server_config"`
+	}
+	if yaml.Unmarshal(b, &c) != nil {
+		return nil // web.Validate names the syntax error
+	}
+	for _, f := range []struct{ key, path string }{
+		{"cert_file", c.TLS.Cert}, {"key_file", c.TLS.Key}, {"client_ca_file", c.TLS.CA},
+	} {
+		if f.path == "" {
+			continue
+		}
+		p := f.path
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(path), p) // as exporter-toolkit resolves it
+		}
+		if _, err := boundedfile.Read(p, boundedfile.WebTLS); err != nil {
+			return fmt.Errorf("tls_server_config.%s: %w", f.key, err)
+		}
+	}
+	return nil
+}
+
 func (e *runEnv) validateNetwork(n *networkFlags, c *collectorFlags, allowAuto bool, haveVCenter bool) error {
 	if c.VerifyInterval < 0 {
-		return e.invalid("collector.verify-interval", "must be 0 (off) or positive (got %s)", c.VerifyInterval)
+		return e.invalid("collector.verify-interval", "want 0 (off) or a positive duration like 60s, got %s", c.VerifyInterval)
 	}
 	for _, name := range n.RequiredInterfaces {
 		switch {
@@ -337,11 +469,11 @@ func (e *runEnv) validateNetwork(n *networkFlags, c *collectorFlags, allowAuto b
 				return e.invalid("network.required-interfaces", "'auto' follows the route to vCenter and needs --vcenter.url")
 			}
 		case name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t\n:"):
-			return e.invalid("network.required-interfaces", "%q is not a valid interface name", name)
+			return e.invalid("network.required-interfaces", "want interface names of 1 to 15 characters without '/', ':' or spaces, or 'auto', got %q", name)
 		}
 	}
 	if n.MaxWait < 0 {
-		return e.invalid("network.max-wait", "must not be negative")
+		return e.invalid("network.max-wait", "want a duration of 0 or more like 300s, got %s", n.MaxWait)
 	}
 	if c.NetNS != "" {
 		if _, err := os.Stat(c.NetNS); err != nil {

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/boundedfile"
 	"github.com/linkgate/linkgate/probe"
 	"github.com/linkgate/linkgate/sidecar"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +26,10 @@ type gateFlags struct {
 
 // notifyFlags configure webhooks on gate transitions.
 type notifyFlags struct {
-	WebhookURL    []string `name:"notify.webhook-url" placeholder:"URL" help:"POST a JSON document on every gate transition; repeatable. Prefer the config file or environment for URLs with tokens."`
-	WebhookFormat string   `name:"notify.webhook-format" default:"generic" enum:"generic,slack,discord" help:"Webhook payload: ${enum}."`
+	WebhookURL []string `name:"notify.webhook-url" placeholder:"URL" help:"POST a JSON document on every gate transition; repeatable. Prefer the config file or environment for URLs with tokens."`
+	// Checked in validate, not a kong enum: kong's enum error echoes the
+	// value, and a misplaced webhook URL lands here.
+	WebhookFormat string `name:"notify.webhook-format" default:"generic" help:"Webhook payload: generic, slack or discord."`
 }
 
 type sidecarCmd struct {
@@ -62,17 +64,30 @@ func (s *sidecarCmd) validate(env *runEnv) (func(string) bool, error) {
 	if err := env.validateVCenter(&s.vcenterFlags, &s.networkFlags); err != nil {
 		return nil, err
 	}
+	for _, f := range []struct{ flag, value string }{{"gate.addresses", s.Addresses}, {"gate.default-route", s.DefaultRoute}} {
+		if f.value == "" {
+			continue
+		}
+		if _, err := sidecar.ParseFamilies(f.value); err != nil {
+			return nil, env.invalid(f.flag, "%v", err)
+		}
+	}
 	if _, err := s.checksConfig(nil); err != nil {
 		return nil, err
 	}
 	if s.StableFor < 0 {
-		return nil, env.invalid("gate.stable-for", "must not be negative")
+		return nil, env.invalid("gate.stable-for", "want a duration of 0 or more like 2s, got %s", s.StableFor)
 	}
 	for _, raw := range s.WebhookURL {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, env.invalid("notify.webhook-url", "%s: want an http(s) URL", redactWebhook(raw))
+			return nil, env.invalid("notify.webhook-url", "want an http(s) URL, got %s (the rest is not shown: a webhook URL holds a token)", redactWebhook(raw))
 		}
+	}
+	switch sidecar.WebhookFormat(s.WebhookFormat) {
+	case "", sidecar.WebhookGeneric, sidecar.WebhookSlack, sidecar.WebhookDiscord: // "": no notifications (check)
+	default:
+		return nil, env.invalid("notify.webhook-format", "want generic, slack or discord (the value is not shown: it may hold a webhook URL)")
 	}
 	return filter, nil
 }
@@ -323,17 +338,27 @@ func waitClient(caFile string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := readCABundle(caFile)
 		if err != nil {
 			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("no PEM certificate in %s", caFile)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return &http.Client{Transport: tr}, nil
+}
+
+// readCABundle reads a PEM CA bundle (--vcenter.ca-file, wait
+// --tls.ca-file) under the size rule of internal/boundedfile.
+func readCABundle(path string) (*x509.CertPool, error) {
+	pem, err := boundedfile.Read(path, boundedfile.CABundle)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificate in %s", path)
+	}
+	return pool, nil
 }
 
 // redactWebhook shows only scheme://host: webhook paths carry tokens.

@@ -27,23 +27,27 @@ type waitCmd struct {
 }
 
 func (w *waitCmd) Run(env *runEnv) error {
-	timeout := w.Timeout
+	timeout, timeoutFlag := w.Timeout, "timeout"
 	if !env.isSet("timeout") {
-		timeout = w.MaxWait
+		timeout, timeoutFlag = w.MaxWait, "network.max-wait"
 	}
 	if timeout < 0 {
-		return &exitError{sidecar.ExitError, env.invalid("timeout", "must not be negative")}
+		return &exitError{sidecar.ExitError, env.invalid(timeoutFlag, "want a duration of 0 (look once) or more like 30s, got %s", timeout)}
 	}
 	local := sidecar.LocalWait{Any: w.Any, IPv4: w.IPv4, IPv6: w.IPv6}
 	for _, s := range w.Interface {
 		r, err := sidecar.ParseLinkRequirement(s)
 		if err != nil {
-			return &exitError{sidecar.ExitError, configErrorf("--interface: %v", err)}
+			return &exitError{sidecar.ExitError, env.invalid("interface", "%v", err)}
 		}
 		local.Links = append(local.Links, r)
 	}
 	if w.URL != "" && (len(w.Interface) > 0 || w.Any || w.IPv4 || w.IPv6 || w.NetNS != "") {
 		return &exitError{sidecar.ExitError, configErrorf("--url waits on a sidecar; --interface, --any, -4, -6 and --netns are for local mode")}
+	}
+	client, err := waitClient(w.CAFile)
+	if err != nil {
+		return &exitError{sidecar.ExitError, env.invalid("tls.ca-file", "%v", err)}
 	}
 	if env.configChecked() {
 		return nil
@@ -51,12 +55,7 @@ func (w *waitCmd) Run(env *runEnv) error {
 	ctx, stop := signalContext()
 	defer stop()
 
-	var err error
 	if w.URL != "" {
-		client, cerr := waitClient(w.CAFile)
-		if cerr != nil {
-			return &exitError{sidecar.ExitError, env.invalid("tls.ca-file", "%v", cerr)}
-		}
 		err = sidecar.WaitURL(ctx, client, w.URL, timeout)
 	} else {
 		err = w.waitLocal(ctx, env, local, timeout)
