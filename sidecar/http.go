@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"mime"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,33 +186,56 @@ func (h *Handler) judge(st *State, single string, excluded map[string]bool, now 
 	return v
 }
 
-// parseWait accepts a Go duration ("30s") or bare seconds ("30").
-func parseWait(s string) (time.Duration, error) {
+// durationSyntax is what time.ParseDuration accepts, to tell a duration
+// too long to represent from text that is not a duration.
+var durationSyntax = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// parseWait reads ?wait=: a Go duration ("30s") or a number of seconds
+// ("30", "1.5"), not negative. A wait longer than limit, however long
+// (1e308, 9999999h), is limit: a client may ask for its own timeout and be
+// answered within it.
+func parseWait(s string, limit time.Duration) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		secs, err2 := strconv.ParseFloat(s, 64)
-		if err2 != nil {
-			return 0, fmt.Errorf("wait %q: want a duration such as 30s", s)
+	bad := func(why string) error {
+		return fmt.Errorf("wait %q: %s; want a duration like 30s or a number of seconds, 0 or more (a wait longer than %s is cut to %s)",
+			s, why, limit, limit)
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return 0, bad("negative")
 		}
-		d = time.Duration(secs * float64(time.Second))
+		return min(d, limit), nil
 	}
-	if d < 0 {
-		return 0, fmt.Errorf("wait %q: negative", s)
+	if durationSyntax.MatchString(s) { // valid, but beyond ±292 years
+		if strings.HasPrefix(s, "-") {
+			return 0, bad("negative")
+		}
+		return limit, nil
 	}
-	return d, nil
+	secs, err := strconv.ParseFloat(s, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return 0, bad("not a duration or a number")
+	case math.IsNaN(secs) || (math.IsInf(secs, 0) && err == nil):
+		// NaN and Inf spelled out; 1e400 is out of range, and merely long.
+		return 0, bad("not a finite number")
+	case secs < 0:
+		return 0, bad("negative")
+	case secs >= limit.Seconds():
+		return limit, nil
+	}
+	return time.Duration(secs * float64(time.Second)), nil
 }
 
 func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single string) {
 	q := r.URL.Query()
-	wait, err := parseWait(q.Get("wait"))
+	wait, err := parseWait(q.Get("wait"), h.opts.MaxWait)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	wait = min(wait, h.opts.MaxWait)
 	excluded := map[string]bool{}
 	var unknown []string
 	for _, name := range q["exclude"] {

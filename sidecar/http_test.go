@@ -50,7 +50,8 @@ func TestReadyEndpoints(t *testing.T) {
 		{"/ready/links?verbose", 200, "[+]links ok\nreadyz check passed\n"},
 		{"/ready/vcenter", 503, "[-]vcenter failed: transient: refused: connection refused\nreadyz check failed\n"},
 		{"/ready/nosuch", 404, "no such check: \"nosuch\"\n"},
-		{"/ready?wait=soon", 400, "wait \"soon\": want a duration such as 30s\n"},
+		{"/ready?wait=soon", 400, "wait \"soon\": not a duration or a number; want a duration like 30s or a number of seconds, 0 or more (a wait longer than 5m0s is cut to 5m0s)\n"},
+		{"/ready?wait=NaN", 400, "wait \"NaN\": not a finite number; want a duration like 30s or a number of seconds, 0 or more (a wait longer than 5m0s is cut to 5m0s)\n"},
 		{"/elsewhere", 404, "404 page not found\n"},
 	} {
 		code, body := get(t, mux, tc.target)
@@ -122,6 +123,80 @@ func TestExcludeKeepsDamping(t *testing.T) {
 	}
 	if code, _ := get(t, h, "/ready"); code != 503 {
 		t.Errorf("gate without exclusion: %d, want 503", code)
+	}
+}
+
+func TestParseWait(t *testing.T) {
+	const limit = 5 * time.Minute
+	want := func(why string) string {
+		return why + "; want a duration like 30s or a number of seconds, 0 or more (a wait longer than 5m0s is cut to 5m0s)"
+	}
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		err  string
+	}{
+		{"", 0, ""},
+		{"0", 0, ""},
+		{"-0", 0, ""},
+		{"30s", 30 * time.Second, ""},
+		{"1m30s", 90 * time.Second, ""},
+		{"+2s", 2 * time.Second, ""},
+		{"30", 30 * time.Second, ""},
+		{"1.5", 1500 * time.Millisecond, ""},
+		{"0.25", 250 * time.Millisecond, ""},
+		{"300", limit, ""},
+		// Longer than the limit, however long, is the limit: a client
+		// asks for its own timeout.
+		{"1h", limit, ""},
+		{"301", limit, ""},
+		{"1e308", limit, ""},
+		{"1e400", limit, ""},      // beyond float64: out of range, still a number
+		{"9999999h", limit, ""},   // beyond time.Duration
+		{"2562048h1s", limit, ""}, // likewise
+		{"-1s", 0, `wait "-1s": ` + want("negative")},
+		{"-1", 0, `wait "-1": ` + want("negative")},
+		{"-1e308", 0, `wait "-1e308": ` + want("negative")},
+		{"-1e400", 0, `wait "-1e400": ` + want("negative")},
+		{"-9999999h", 0, `wait "-9999999h": ` + want("negative")},
+		{"NaN", 0, `wait "NaN": ` + want("not a finite number")},
+		{"nan", 0, `wait "nan": ` + want("not a finite number")},
+		{"Inf", 0, `wait "Inf": ` + want("not a finite number")},
+		{"+Inf", 0, `wait "+Inf": ` + want("not a finite number")},
+		{"-Inf", 0, `wait "-Inf": ` + want("not a finite number")},
+		{"infinity", 0, `wait "infinity": ` + want("not a finite number")},
+		{"soon", 0, `wait "soon": ` + want("not a duration or a number")},
+		{"30 s", 0, `wait "30 s": ` + want("not a duration or a number")},
+		{"5ss", 0, `wait "5ss": ` + want("not a duration or a number")},
+		{"s", 0, `wait "s": ` + want("not a duration or a number")},
+		{"1e3s", 0, `wait "1e3s": ` + want("not a duration or a number")},
+	} {
+		got, err := parseWait(tc.in, limit)
+		errText := ""
+		if err != nil {
+			errText = err.Error()
+		}
+		if got != tc.want || errText != tc.err {
+			t.Errorf("parseWait(%q) = %v, %q; want %v, %q", tc.in, got, errText, tc.want, tc.err)
+		}
+	}
+}
+
+// TestLongPollCappedWait: a wait beyond MaxWait, even one too long to
+// represent, long-polls for MaxWait and answers 503.
+func TestLongPollCappedWait(t *testing.T) {
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{}, vc)
+	h := NewHandler(g, HandlerOptions{MaxWait: 20 * time.Millisecond})
+	waiting := make(chan struct{}, 1)
+	h.onWait = func() { waiting <- struct{}{} }
+	srv := serve(t, h)
+	waitState(t, g, "not ready", isNotReady)
+	for _, wait := range []string{"1e308", "9999999h"} {
+		if code := fetch(t, srv, "/ready?wait="+wait); code != 503 {
+			t.Errorf("wait=%s: %d, want 503 after MaxWait", wait, code)
+		}
+		recv(t, waiting, "the long-poll parked")
 	}
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -17,10 +21,23 @@ import (
 // expositionWriter writes metric families in the text format.
 type expositionWriter interface{ WriteText(w io.Writer) error }
 
-// maxScrapesInFlight bounds concurrent scrapes, as promhttp's
-// MaxRequestsInFlight does: a scrape holds a few buffers and, with a
-// counter refresh due, a kernel dump.
+// maxScrapesInFlight bounds concurrent renders, as promhttp's
+// MaxRequestsInFlight does: a render holds a compressor, the collector's
+// view and, with a counter refresh due, a kernel dump. Sending the
+// rendered response does not hold a slot, so a client that does not read
+// cannot keep another from being served.
 const maxScrapesInFlight = 10
+
+// metricsWriteTimeout bounds sending one rendered response. A client that
+// reads slower is cut off and its buffer released; Prometheus gives up on
+// a scrape after its scrape_timeout (10s by default) anyway.
+const metricsWriteTimeout = 10 * time.Second
+
+// maxUnsentBytes bounds the rendered responses (compressed) still waiting
+// for their clients: at 2000 interfaces a response is about 170 KB, so
+// some 190 clients that do not read. Beyond it a scrape is answered 503
+// until the write deadline cuts the slowest off.
+const maxUnsentBytes = 32 << 20
 
 // gzipWriters are reused across scrapes: a gzip.Writer carries about a
 // megabyte of compressor state. BestSpeed because at 1000 interfaces the
@@ -31,66 +48,174 @@ var gzipWriters = sync.Pool{New: func() any {
 	return gz
 }}
 
-// metricsHandler serves reg's families followed by each fast writer's, in text format 0.0.4,
-// gzip-compressed when the client accepts it; errors are logged and answered with 500.
+var (
+	bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	gzipReaders sync.Pool // *gzip.Reader, for clients that do not accept gzip
+)
+
+// metricsHandler serves reg's families followed by each fast writer's, in
+// text format 0.0.4, gzip-compressed when the client accepts it.
 //
 // The fast writers (the collector) format their series directly, which is
 // most of a scrape at 1000 interfaces; reg holds the few process, Go and
 // build series. Family names must not repeat across the parts: nothing
 // here checks it.
 //
-// A gather error is answered with 500 before anything is sent. A write
-// error comes from the client's connection after the status line has
-// gone out; it is logged and the response is cut short.
-func metricsHandler(reg prometheus.Gatherer, logger *slog.Logger, fast ...expositionWriter) http.Handler {
-	inFlight := make(chan struct{}, maxScrapesInFlight)
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		select {
-		case inFlight <- struct{}{}:
-			defer func() { <-inFlight }()
-		default:
-			http.Error(rw, fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", maxScrapesInFlight),
-				http.StatusServiceUnavailable)
-			return
-		}
-		mfs, err := reg.Gather()
-		if err != nil {
-			logger.Error("gathering metrics failed", "err", err)
-			http.Error(rw, "An error has occurred while gathering metrics:\n\n"+err.Error(), http.StatusInternalServerError)
-			return
-		}
+// A scrape is rendered whole, compressed, into a buffer while it holds
+// one of maxScrapesInFlight slots; the slot is released before the
+// response is sent, under a write deadline. So an error (of the gather or
+// of a writer) is a 500 before anything is sent, and a slow or stalled
+// client holds only its compressed buffer, for at most the deadline.
+// A client that does not accept gzip gets the buffer decompressed as it
+// reads.
+type metricsHandler struct {
+	reg    prometheus.Gatherer
+	fast   []expositionWriter
+	logger *slog.Logger
 
-		h := rw.Header()
-		h.Set("Content-Type", string(expfmt.FmtText))
-		h.Add("Vary", "Accept-Encoding")
-		var w io.Writer = rw
-		if acceptsGzip(r.Header.Values("Accept-Encoding")) {
-			h.Set("Content-Encoding", "gzip")
-			gz := gzipWriters.Get().(*gzip.Writer)
-			gz.Reset(rw)
-			defer func() {
-				if err := gz.Close(); err != nil {
-					logger.Warn("sending metrics failed", "err", err)
-				}
-				gz.Reset(io.Discard) // drop the ResponseWriter
-				gzipWriters.Put(gz)
-			}()
-			w = gz
+	renders      chan struct{} // render slots
+	writeTimeout time.Duration
+	maxUnsent    int64
+	unsent       atomic.Int64 // compressed bytes rendered and not yet sent
+	sending      atomic.Int64 // responses being sent
+}
+
+func newMetricsHandler(reg prometheus.Gatherer, logger *slog.Logger, fast ...expositionWriter) *metricsHandler {
+	return &metricsHandler{
+		reg:          reg,
+		fast:         fast,
+		logger:       logger,
+		renders:      make(chan struct{}, maxScrapesInFlight),
+		writeTimeout: metricsWriteTimeout,
+		maxUnsent:    maxUnsentBytes,
+	}
+}
+
+// rendered is a response body, always compressed: a tenth of the memory
+// while it waits for a slow client.
+type rendered struct {
+	gz   *bytes.Buffer
+	size int64 // uncompressed
+}
+
+func (b *rendered) release() {
+	b.gz.Reset()
+	bodyBuffers.Put(b.gz)
+}
+
+func (h *metricsHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if h.unsent.Load() >= h.maxUnsent {
+		http.Error(rw, "Too many scrape responses are waiting for slow clients, try again later.", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case h.renders <- struct{}{}:
+	default:
+		http.Error(rw, fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", maxScrapesInFlight),
+			http.StatusServiceUnavailable)
+		return
+	}
+	body, err := h.render()
+	if err != nil {
+		<-h.renders
+		h.logger.Error("gathering metrics failed", "err", err)
+		http.Error(rw, "An error has occurred while gathering metrics:\n\n"+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer body.release()
+	n := int64(body.gz.Len())
+	h.unsent.Add(n) // before the slot is free, so the check above sees it
+	defer h.unsent.Add(-n)
+	<-h.renders
+	h.sending.Add(1)
+	defer h.sending.Add(-1)
+	if err := h.send(rw, r, body); err != nil {
+		// The client's problem (gone, or too slow), not linkgate's: a
+		// flood of them must not flood the log.
+		h.logger.Debug("sending metrics failed", "err", err)
+	}
+}
+
+// render gathers and formats one scrape into a compressed buffer.
+func (h *metricsHandler) render() (*rendered, error) {
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	gz := gzipWriters.Get().(*gzip.Writer)
+	gz.Reset(buf)
+	defer func() {
+		gz.Reset(io.Discard) // drop buf
+		gzipWriters.Put(gz)
+	}()
+	fail := func(err error) (*rendered, error) {
+		buf.Reset()
+		bodyBuffers.Put(buf)
+		return nil, err
+	}
+	w := &countingWriter{w: gz}
+	enc := expfmt.NewEncoder(w, expfmt.FmtText)
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return fail(fmt.Errorf("encoding %s: %w", mf.GetName(), err))
 		}
-		enc := expfmt.NewEncoder(w, expfmt.FmtText)
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				logger.Warn("sending metrics failed", "family", mf.GetName(), "err", err)
-				return
-			}
+	}
+	for _, f := range h.fast {
+		if err := f.WriteText(w); err != nil {
+			return fail(err)
 		}
-		for _, f := range fast {
-			if err := f.WriteText(w); err != nil {
-				logger.Warn("sending metrics failed", "err", err)
-				return
-			}
-		}
-	})
+	}
+	if err := gz.Close(); err != nil {
+		return fail(err)
+	}
+	return &rendered{gz: buf, size: w.n}, nil
+}
+
+// send writes body as the response, within the write deadline.
+func (h *metricsHandler) send(rw http.ResponseWriter, r *http.Request, body *rendered) error {
+	// The deadline covers the whole body, and the server's final flush
+	// after the handler returns: whatever the client's pace, the buffer is
+	// released by then. The server clears it before the next request.
+	if err := http.NewResponseController(rw).SetWriteDeadline(time.Now().Add(h.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	hd := rw.Header()
+	hd.Set("Content-Type", string(expfmt.FmtText))
+	hd.Add("Vary", "Accept-Encoding")
+	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		hd.Set("Content-Encoding", "gzip")
+		hd.Set("Content-Length", strconv.Itoa(body.gz.Len()))
+		_, err := rw.Write(body.gz.Bytes())
+		return err
+	}
+	hd.Set("Content-Length", strconv.FormatInt(body.size, 10))
+	zr, _ := gzipReaders.Get().(*gzip.Reader)
+	src := bytes.NewReader(body.gz.Bytes())
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(src)
+	} else {
+		err = zr.Reset(src)
+	}
+	if err != nil {
+		return err // cannot happen: render wrote a gzip stream
+	}
+	defer gzipReaders.Put(zr)
+	_, err = io.Copy(rw, zr)
+	return err
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // acceptsGzip reports whether Accept-Encoding values allow gzip: listed
