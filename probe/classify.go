@@ -50,7 +50,10 @@ const (
 	// the server answered, so the path works, but the call failed.
 	KindServerFault Kind = "server_fault"
 	KindCanceled    Kind = "canceled"
-	KindUnknown     Kind = "unknown"
+	// KindLoginLimited is a login held back by the failed-login limit
+	// (Config.MaxFailedLogins): it clears with time.
+	KindLoginLimited Kind = "login_limited"
+	KindUnknown      Kind = "unknown"
 )
 
 // Permanent kinds.
@@ -145,6 +148,10 @@ func Classify(err error) (Class, Kind) {
 	var nv *NotVSphereError
 	if errors.As(err, &nv) {
 		return Permanent, KindProtocol
+	}
+	var ll *LoginLimitError
+	if errors.As(err, &ll) {
+		return Transient, KindLoginLimited
 	}
 
 	// A SOAP fault means the server answered: the network is fine.

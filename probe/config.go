@@ -18,22 +18,29 @@ const (
 	DefaultBaseBackoff    = 2 * time.Second
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultMaxNetworkWait = 300 * time.Second
+	// vCenter SSO locks an account after 5 failed logins in 180 s by
+	// default; 3 leaves room for the other tools sharing the account.
+	DefaultMaxFailedLogins   = 3
+	DefaultFailedLoginWindow = 180 * time.Second
 )
 
 // Config says which vCenters to probe and how.
 //
-// Start from DefaultConfig: a zero duration means its default, but a zero
+// Start from DefaultConfig: a zero duration or MaxFailedLogins means its
+// default (the failed-login limit cannot be switched off), but a zero
 // MaxRetries and a false PauseOnNetworkDown are taken as written.
+//
+// A Config prints without its Password (see Format).
 type Config struct {
 	// URLs are vCenter SDK endpoints, https://host[:port]/sdk; a bare
-	// host[:port] means exactly that. User info in a URL is used only when
-	// User or Password/PasswordFile are empty and is never shown.
+	// host[:port] means exactly that. User info is refused: a password
+	// never goes into a URL, so it cannot come out of one in an error.
 	URLs []string
 	User string
-	// PasswordFile is read again whenever it changes (a rotated Kubernetes
-	// secret). It wins over Password.
+	// PasswordFile is read at every login, so a rotated Kubernetes secret
+	// is used without a restart. It wins over Password.
 	PasswordFile string
-	Password     string
+	Password     string `json:"-" yaml:"-"`
 
 	// CAFile holds PEM certificates to trust instead of the system roots.
 	CAFile string
@@ -57,6 +64,26 @@ type Config struct {
 	// DisableJitter makes waits exactly base·2^(n−1), capped
 	// (hyper2kvm's vc_connection_enable_jitter: false).
 	DisableJitter bool
+
+	// At most MaxFailedLogins logins of a target may fail within any
+	// FailedLoginWindow; further logins wait until the oldest failure is
+	// older than the window. Nothing bypasses it: not a touched or
+	// rewritten password file, not the network coming back, not even a new
+	// password, because vCenter SSO counts failures per account, whatever
+	// the password was.
+	MaxFailedLogins   int
+	FailedLoginWindow time.Duration
+}
+
+// Format prints c, whatever the verb, with Password replaced by a
+// placeholder, so a Config logged or printed for debugging does not carry
+// the secret.
+func (c Config) Format(f fmt.State, verb rune) {
+	type plain Config // without methods: no recursion
+	if c.Password != "" {
+		c.Password = "[secret]"
+	}
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(c))
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -69,6 +96,8 @@ func DefaultConfig() Config {
 		MaxBackoff:         DefaultMaxBackoff,
 		MaxNetworkWait:     DefaultMaxNetworkWait,
 		PauseOnNetworkDown: true,
+		MaxFailedLogins:    DefaultMaxFailedLogins,
+		FailedLoginWindow:  DefaultFailedLoginWindow,
 	}
 }
 
@@ -83,23 +112,25 @@ func (c Config) withDefaults() Config {
 	def(&c.BaseBackoff, DefaultBaseBackoff)
 	def(&c.MaxBackoff, DefaultMaxBackoff)
 	def(&c.MaxNetworkWait, DefaultMaxNetworkWait)
+	def(&c.FailedLoginWindow, DefaultFailedLoginWindow)
+	if c.MaxFailedLogins == 0 {
+		c.MaxFailedLogins = DefaultMaxFailedLogins
+	}
 	return c
 }
 
 // Validate reports the first problem as a *ConfigError naming the field.
-// Error text never contains URL user info.
+// Error text never contains a URL's user info.
 func (c Config) Validate() error {
 	_, err := c.withDefaults().targets()
 	return err
 }
 
-// target is one parsed endpoint.
+// endpoint is one parsed target URL. It holds no credentials.
 type endpoint struct {
-	name     string // host[:port]: the label and the name in every message
-	url      *url.URL
-	host     string // for TLS verification
-	user     string
-	password string // from the URL, used only if Config has none
+	name string // host[:port]: the label and the name in every message
+	url  *url.URL
+	host string // for TLS verification
 }
 
 func (c Config) targets() ([]endpoint, error) {
@@ -114,7 +145,7 @@ func (c Config) targets() ([]endpoint, error) {
 		v    time.Duration
 	}{
 		{"Interval", c.Interval}, {"Timeout", c.Timeout}, {"BaseBackoff", c.BaseBackoff},
-		{"MaxBackoff", c.MaxBackoff}, {"MaxNetworkWait", c.MaxNetworkWait},
+		{"MaxBackoff", c.MaxBackoff}, {"MaxNetworkWait", c.MaxNetworkWait}, {"FailedLoginWindow", c.FailedLoginWindow},
 	} {
 		if d.v < 0 {
 			return nil, bad(d.name, "must not be negative, got %v", d.v)
@@ -122,6 +153,9 @@ func (c Config) targets() ([]endpoint, error) {
 	}
 	if c.MaxRetries < 0 {
 		return nil, bad("MaxRetries", "must not be negative, got %d", c.MaxRetries)
+	}
+	if c.MaxFailedLogins < 0 {
+		return nil, bad("MaxFailedLogins", "must not be negative, got %d", c.MaxFailedLogins)
 	}
 	if c.BaseBackoff > c.MaxBackoff {
 		return nil, bad("BaseBackoff", "%v exceeds MaxBackoff %v", c.BaseBackoff, c.MaxBackoff)
@@ -131,6 +165,13 @@ func (c Config) targets() ([]endpoint, error) {
 	}
 	if _, err := parseThumbprints(c.Thumbprint); err != nil {
 		return nil, &ConfigError{Field: "Thumbprint", Err: err}
+	}
+
+	if c.User == "" {
+		return nil, bad("User", "required")
+	}
+	if c.PasswordFile == "" && c.Password == "" {
+		return nil, bad("PasswordFile", "PasswordFile or Password is required")
 	}
 
 	var out []endpoint
@@ -145,12 +186,6 @@ func (c Config) targets() ([]endpoint, error) {
 			return nil, bad(field, "duplicate target %s", ep.name)
 		}
 		seen[ep.name] = true
-		if c.User == "" && ep.user == "" {
-			return nil, bad("User", "required (or user info in %s)", field)
-		}
-		if c.PasswordFile == "" && c.Password == "" && ep.password == "" {
-			return nil, bad("PasswordFile", "PasswordFile or Password is required")
-		}
 		out = append(out, ep)
 	}
 	return out, nil
@@ -163,19 +198,20 @@ func parseEndpoint(raw string) (endpoint, error) {
 	if s == "" {
 		return endpoint{}, errors.New("empty URL")
 	}
+	if strings.Contains(s, "@") {
+		// User info, perhaps with an unescaped '/' or '?' in the password
+		// that would make url.Parse take part of it for the host. Refused
+		// before parsing, so the password never enters a url.URL nor an
+		// error, and the URL is not quoted back.
+		return endpoint{}, errors.New("user info ('@') in the URL is not accepted: set User and PasswordFile")
+	}
 	if !schemeRE.MatchString(s) {
 		s = "https://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		// url.Error quotes the input, and a malformed URL cannot be
-		// trusted to be redacted correctly: say nothing about it.
+		// url.Error quotes the input: say nothing about it.
 		return endpoint{}, errors.New("not a valid URL")
-	}
-	if strings.Contains(u.Path, "@") || strings.Contains(u.RawQuery, "@") {
-		// Most likely user info with an unescaped '/' or '?' in the
-		// password, parsed as host and path: the "host" would leak it.
-		return endpoint{}, errors.New("'@' after the host: percent-encode '/', '?' and '#' in user info")
 	}
 	if u.Scheme != "https" {
 		return endpoint{}, fmt.Errorf("scheme %q: only https is supported", u.Scheme)
@@ -186,15 +222,8 @@ func parseEndpoint(raw string) (endpoint, error) {
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/sdk"
 	}
-	ep := endpoint{name: u.Host, host: u.Hostname()}
-	if u.User != nil {
-		ep.user = u.User.Username()
-		ep.password, _ = u.User.Password()
-		u.User = nil
-	}
 	u.RawQuery, u.Fragment = "", ""
-	ep.url = u
-	return ep, nil
+	return endpoint{name: u.Host, host: u.Hostname(), url: u}, nil
 }
 
 // parseThumbprints accepts comma separated SHA-1 (20 bytes) or SHA-256
@@ -213,23 +242,4 @@ func parseThumbprints(s string) ([][]byte, error) {
 		out = append(out, b)
 	}
 	return out, nil
-}
-
-// userinfoRE matches the user info of a URL anywhere in a text. It runs to
-// the last '@' before the path, as url.Parse does, so a raw '@' inside a
-// password does not leave the rest of it behind.
-var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/?#\s"']*@`)
-
-func redactUserinfo(s string) string { return userinfoRE.ReplaceAllString(s, "$1") }
-
-// redact removes URL user info and every given secret from s. It is
-// applied to every error text that leaves the package (Status.Reason, logs).
-func redact(s string, secrets ...string) string {
-	s = redactUserinfo(s)
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "REDACTED")
-		}
-	}
-	return s
 }

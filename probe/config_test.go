@@ -1,7 +1,11 @@
 package probe
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +26,8 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"zero durations mean defaults", func(c *Config) { c.Interval, c.Timeout, c.BaseBackoff, c.MaxBackoff = 0, 0, 0, 0 }, ""},
 		{"password file instead", func(c *Config) { c.Password, c.PasswordFile = "", "/run/secrets/pw" }, ""},
-		{"credentials in URL", func(c *Config) { c.URLs, c.User, c.Password = []string{"https://u:p@vc/sdk"}, "", "" }, ""},
+		{"credentials in URL", func(c *Config) { c.URLs = []string{"https://u:p@vc/sdk"} }, "URLs[0]"},
+		{"user in URL", func(c *Config) { c.URLs = []string{"u@vc"} }, "URLs[0]"},
 		{"pin", func(c *Config) { c.Thumbprint = strings.Repeat("ab:", 19) + "ab" }, ""},
 		{"two pins", func(c *Config) { c.Thumbprint = strings.Repeat("ab", 20) + ", " + strings.Repeat("CD", 32) }, ""},
 		{"no URLs", func(c *Config) { c.URLs = nil }, "URLs"},
@@ -37,6 +42,10 @@ func TestValidate(t *testing.T) {
 		{"negative timeout", func(c *Config) { c.Timeout = -1 }, "Timeout"},
 		{"negative retries", func(c *Config) { c.MaxRetries = -1 }, "MaxRetries"},
 		{"negative network wait", func(c *Config) { c.MaxNetworkWait = -1 }, "MaxNetworkWait"},
+		{"one failed login", func(c *Config) { c.MaxFailedLogins = 1 }, ""},
+		{"zero failed-login limit means the default", func(c *Config) { c.MaxFailedLogins, c.FailedLoginWindow = 0, 0 }, ""},
+		{"negative failed-login limit", func(c *Config) { c.MaxFailedLogins = -1 }, "MaxFailedLogins"},
+		{"negative failed-login window", func(c *Config) { c.FailedLoginWindow = -time.Second }, "FailedLoginWindow"},
 		{"base above max", func(c *Config) { c.BaseBackoff, c.MaxBackoff = time.Minute, time.Second }, "BaseBackoff"},
 		{"insecure and CA", func(c *Config) { c.Insecure, c.CAFile = true, "/ca.pem" }, "Insecure"},
 		{"insecure and pin", func(c *Config) { c.Insecure, c.Thumbprint = true, strings.Repeat("ab", 20) }, "Insecure"},
@@ -80,6 +89,10 @@ func TestValidateNeverEchoesCredentials(t *testing.T) {
 		"https://admin:123/ter2@vc/sdk", // ... or parses, with "admin:123" as host
 		"http://admin:hunter2@vc/sdk",
 		"https://admin:hunter2@/sdk",
+		"admin:hunter2@vc",
+		"https://admin:hunter2@vc/sdk",
+		"https://admin:hunter2@vc:443/sdk",
+		"https://admin:hun%2Fter2@vc/sdk",
 	} {
 		c := DefaultConfig()
 		c.URLs, c.User, c.Password = []string{raw}, "u", "p"
@@ -93,33 +106,48 @@ func TestValidateNeverEchoesCredentials(t *testing.T) {
 }
 
 func TestParseEndpoint(t *testing.T) {
-	for _, tc := range []struct{ in, name, url, user string }{
-		{"vc.example", "vc.example", "https://vc.example/sdk", ""},
-		{"vc.example:8443", "vc.example:8443", "https://vc.example:8443/sdk", ""},
-		{"https://vc.example/", "vc.example", "https://vc.example/sdk", ""},
-		{"https://vc.example/custom/sdk", "vc.example", "https://vc.example/custom/sdk", ""},
-		{"https://admin%40vsphere.local:pw@10.0.0.5:443/sdk?x=1", "10.0.0.5:443", "https://10.0.0.5:443/sdk", "admin@vsphere.local"},
-		{"[fd00::5]:443", "[fd00::5]:443", "https://[fd00::5]:443/sdk", ""},
+	for _, tc := range []struct{ in, name, url string }{
+		{"vc.example", "vc.example", "https://vc.example/sdk"},
+		{"vc.example:8443", "vc.example:8443", "https://vc.example:8443/sdk"},
+		{"https://vc.example/", "vc.example", "https://vc.example/sdk"},
+		{"https://vc.example/custom/sdk", "vc.example", "https://vc.example/custom/sdk"},
+		{"https://10.0.0.5:443/sdk?x=1#y", "10.0.0.5:443", "https://10.0.0.5:443/sdk"},
+		{"[fd00::5]:443", "[fd00::5]:443", "https://[fd00::5]:443/sdk"},
 	} {
 		ep, err := parseEndpoint(tc.in)
 		if err != nil {
 			t.Errorf("%s: %v", tc.in, err)
 			continue
 		}
-		if ep.name != tc.name || ep.url.String() != tc.url || ep.user != tc.user {
-			t.Errorf("%s: name %q url %q user %q, want %q %q %q", tc.in, ep.name, ep.url, ep.user, tc.name, tc.url, tc.user)
+		if ep.name != tc.name || ep.url.String() != tc.url || ep.url.User != nil {
+			t.Errorf("%s: name %q url %q, want %q %q", tc.in, ep.name, ep.url, tc.name, tc.url)
 		}
 	}
 }
 
-func TestRedact(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{`Post "https://admin:s3cret@vc:443/sdk": EOF`, `Post "https://vc:443/sdk": EOF`},
-		{`https://admin@vc/sdk and https://u:p@@x@vc2/`, `https://vc/sdk and https://vc2/`},
-		{`no URL here, but s3cret`, `no URL here, but REDACTED`},
+// TestConfigPrintsNoPassword: a Config printed or logged whole, with any
+// verb or as JSON, does not show the password.
+func TestConfigPrintsNoPassword(t *testing.T) {
+	const pw = "Hunter2-in-config"
+	c := DefaultConfig()
+	c.URLs, c.User, c.Password = []string{"vc.example"}, "u", pw
+	js, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("config", "cfg", c, "ptr", &c)
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "cfg", c)
+	for _, out := range []string{
+		fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s %q", c, c, c, c, c), fmt.Sprintf("%+v", &c),
+		fmt.Sprintf("%+v", struct{ C Config }{c}), string(js), logs.String(),
 	} {
-		if got := redact(tc.in, "s3cret", ""); got != tc.want {
-			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)
+		mustContainNone(t, "printed Config", out, pw)
+		if !strings.Contains(out, "vc.example") {
+			t.Errorf("printed Config lost its other fields: %s", out)
 		}
+	}
+	if c.Password != pw {
+		t.Error("printing changed the Config")
 	}
 }

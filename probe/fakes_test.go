@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,4 +163,84 @@ func (n *fakeNetwork) set(up bool) {
 	n.up = up
 	close(n.changed)
 	n.changed = make(chan struct{})
+}
+
+// nextDeadline returns when the earliest pending timer fires; end if
+// there is none before it.
+func (c *fakeClock) nextDeadline(end time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := end
+	for _, t := range c.pending {
+		if !t.stopped && t.at.Before(next) {
+			next = t.at
+		}
+	}
+	return next
+}
+
+// drainTimers forgets the reported NewTimer durations, for tests that
+// drive the clock by deadlines instead of reading the schedule.
+func (c *fakeClock) drainTimers() {
+	for {
+		select {
+		case <-c.timers:
+		default:
+			return
+		}
+	}
+}
+
+// waitIdle waits until every prober schedule goroutine is blocked waiting
+// for time or the network (in sleep or park) with nothing ready to
+// receive: it has finished reacting to whatever the test just did, so the
+// test may move the clock on. The goroutine dump is the only place that
+// says a goroutine is blocked; a goroutine woken by a timer or a network
+// change shows as runnable until it has handled the wake.
+func waitIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for !probersIdle() {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("prober not idle within %v:\n%s", guard, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+func probersIdle() bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	loops := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if !strings.Contains(g, "probe.(*Prober).loop(") {
+			continue
+		}
+		loops++
+		header, frames, _ := strings.Cut(g, "\n")
+		if !strings.Contains(header, "[select") {
+			return false
+		}
+		// The first frame outside the runtime is where it waits.
+		var where string
+		for line := range strings.SplitSeq(frames, "\n") {
+			if strings.HasPrefix(line, "\t") || strings.HasPrefix(line, "runtime.") {
+				continue
+			}
+			where = line
+			break
+		}
+		if !strings.Contains(where, "probe.(*Prober).sleep(") && !strings.Contains(where, "probe.(*Prober).park(") {
+			return false
+		}
+	}
+	return loops > 0
 }

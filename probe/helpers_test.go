@@ -49,6 +49,18 @@ type sim struct {
 	calls    []string // method names, in order
 	sessions map[string]bool
 	onCall   func(method string)
+	now      func() time.Time // the clock logins are recorded by
+	logins   []login
+	// loginFault, when set, is vCenter's answer to every Login, as when
+	// its SSO service is failing; such a login counts as failed.
+	loginFault types.BaseMethodFault
+}
+
+// login is one Login call as vCenter saw it.
+type login struct {
+	at       time.Time
+	password string
+	ok       bool
 }
 
 type simOptions struct {
@@ -60,7 +72,7 @@ type simOptions struct {
 
 func startSim(t *testing.T, o simOptions) *sim {
 	t.Helper()
-	s := &sim{t: t, opts: o, password: simPass, sessions: map[string]bool{}, onCall: o.onCall}
+	s := &sim{t: t, opts: o, password: simPass, sessions: map[string]bool{}, onCall: o.onCall, now: time.Now}
 	s.start(o)
 	dir := t.TempDir()
 	s.caFile = filepath.Join(dir, "ca.pem")
@@ -90,7 +102,9 @@ func (s *sim) start(o simOptions) {
 	reg.SessionManager().ValidLogin = func(req *types.Login) bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return req.UserName == simUser && req.Password == s.password
+		ok := req.UserName == simUser && req.Password == s.password
+		s.logins = append(s.logins, login{at: s.now(), password: req.Password, ok: ok})
+		return ok
 	}
 	// Record calls and the sessions that make them, so tests can see
 	// Logout and terminate the prober's session.
@@ -101,11 +115,16 @@ func (s *sim) start(o simOptions) {
 			s.sessions[ctx.Session.Key] = true
 		}
 		hook := s.onCall
+		var fault types.BaseMethodFault
+		if m.Name == "Login" && s.loginFault != nil {
+			fault = s.loginFault
+			s.logins = append(s.logins, login{at: s.now()})
+		}
 		s.mu.Unlock()
 		if hook != nil {
 			hook(m.Name)
 		}
-		return nil, nil
+		return nil, fault
 	}
 	run := o.listen
 	if run == nil {
@@ -140,6 +159,39 @@ func (s *sim) setPassword(pw string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.password = pw
+}
+
+func (s *sim) failLogins(f types.BaseMethodFault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loginFault = f
+}
+
+// useClock records logins by clk's time.
+func (s *sim) useClock(clk Clock) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = clk.Now
+}
+
+// failedLogins returns when vCenter rejected a login.
+func (s *sim) failedLogins() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []time.Time
+	for _, l := range s.logins {
+		if !l.ok {
+			out = append(out, l.at)
+		}
+	}
+	return out
+}
+
+// loginLog returns every Login call.
+func (s *sim) loginLog() []login {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]login(nil), s.logins...)
 }
 
 func (s *sim) url() string { return "https://" + s.addr + "/sdk" }

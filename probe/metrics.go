@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -9,6 +11,7 @@ import (
 // as they happen. Every series has the label target = host[:port].
 type metrics struct {
 	up, backoff, failures, lastSuccess, paused, sessionActive, tlsInsecure, info *prometheus.Desc
+	loginsRemaining, loginsBlockedUntil                                          *prometheus.Desc
 
 	probes   *prometheus.CounterVec // target, result
 	errors   *prometheus.CounterVec // target, class, kind
@@ -34,6 +37,10 @@ func newMetrics(p *Prober) *metrics {
 		tlsInsecure:   desc("tls_insecure", "Whether TLS certificate verification is disabled for the target."),
 		info: desc("info", "vCenter product information from ServiceContent.about; always 1.",
 			"version", "build", "api_type", "api_version", "instance_uuid"),
+		loginsRemaining: desc("login_failures_remaining",
+			"Logins that may still fail within the failed-login window before linkgate holds logins back (logins in flight count as failed); 0 while held back."),
+		loginsBlockedUntil: desc("login_blocked_until_timestamp_seconds",
+			"Unix time until which logins are held back by the failed-login limit; 0 when a login may be sent."),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: namespace + "probes_total",
 			Help: "Probe attempts by result (success or failure).",
@@ -72,7 +79,8 @@ func newMetrics(p *Prober) *metrics {
 // Describe implements prometheus.Collector.
 func (p *Prober) Describe(ch chan<- *prometheus.Desc) {
 	m := p.metrics
-	for _, d := range []*prometheus.Desc{m.up, m.backoff, m.failures, m.lastSuccess, m.paused, m.sessionActive, m.tlsInsecure, m.info} {
+	for _, d := range []*prometheus.Desc{m.up, m.backoff, m.failures, m.lastSuccess, m.paused, m.sessionActive, m.tlsInsecure, m.info,
+		m.loginsRemaining, m.loginsBlockedUntil} {
 		ch <- d
 	}
 	m.probes.Describe(ch)
@@ -86,13 +94,17 @@ func (p *Prober) Describe(ch chan<- *prometheus.Desc) {
 func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 	m := p.metrics
 	type row struct {
-		st     Status
-		active bool
+		st           Status
+		active       bool
+		remaining    int
+		blockedUntil time.Time
 	}
+	now := p.clock.Now()
 	p.mu.Lock()
 	rows := make([]row, len(p.targets))
 	for i, t := range p.targets {
-		rows[i] = row{t.st, t.sessionActive}
+		rows[i] = row{st: t.st, active: t.sessionActive}
+		rows[i].remaining, rows[i].blockedUntil = t.logins.state(now)
 	}
 	p.mu.Unlock()
 
@@ -104,11 +116,9 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.up, b2f(s.Up), name)
 		gauge(m.backoff, s.Backoff.Seconds(), name)
 		gauge(m.failures, float64(s.ConsecutiveFailures), name)
-		last := 0.0
-		if !s.LastSuccess.IsZero() {
-			last = float64(s.LastSuccess.UnixNano()) / 1e9
-		}
-		gauge(m.lastSuccess, last, name)
+		gauge(m.lastSuccess, unixSeconds(s.LastSuccess), name)
+		gauge(m.loginsRemaining, float64(r.remaining), name)
+		gauge(m.loginsBlockedUntil, unixSeconds(r.blockedUntil), name)
 		gauge(m.paused, b2f(s.Paused), name)
 		gauge(m.sessionActive, b2f(r.active), name)
 		gauge(m.tlsInsecure, b2f(p.cfg.Insecure), name)
@@ -121,6 +131,14 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 	m.retries.Collect(ch)
 	m.logins.Collect(ch)
 	m.duration.Collect(ch)
+}
+
+// unixSeconds is t as a Unix timestamp; the zero time is 0.
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
 }
 
 func b2f(b bool) float64 {

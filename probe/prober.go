@@ -5,7 +5,14 @@
 // exponential backoff, parks while the network is known to be down, and
 // publishes the result as Status snapshots and Prometheus metrics.
 //
-// It never logs, labels or reports a password or URL user info.
+// It never logs, labels or reports a password: the password goes only into
+// the body of the Login request, URLs with user info are refused, and
+// errors are built from the operation, the target (host[:port]) and the
+// underlying cause, none of which contains it. Nothing needs redacting.
+//
+// Failed logins are capped per target (Config.MaxFailedLogins within
+// Config.FailedLoginWindow) so that linkgate cannot lock out the account
+// through vCenter SSO's lockout policy.
 package probe
 
 import (
@@ -43,7 +50,7 @@ type Status struct {
 	// attempt succeeded.
 	Class               Class
 	Kind                string
-	Reason              string // the error text, without secrets
+	Reason              string // the error text; it never contains a secret
 	Permanent           bool
 	ConsecutiveFailures int
 	Backoff             time.Duration // current wait before the next attempt after a failure
@@ -91,15 +98,18 @@ type Prober struct {
 
 type target struct {
 	endpoint
-	creds *credentials
+	user   string
+	creds  *credentials
+	logins *loginLimiter
 
 	// Guarded by Prober.mu.
 	st            Status
 	sessionActive bool
 
 	// Owned by the target's Run goroutine.
-	conn  *conn
-	files [2]fingerprint // password and CA file as of the last attempt
+	conn      *conn
+	files     [2]fingerprint // password and CA file contents as of the last attempt
+	heldUntil time.Time      // the last hold of the failed-login limit that was logged
 }
 
 // New checks cfg and builds a Prober; nothing is dialed until Run or
@@ -134,18 +144,18 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 	}
 	var names []string
 	for _, ep := range eps {
-		literal := cfg.Password
-		if literal == "" {
-			literal = ep.password
+		t := &target{
+			endpoint: ep,
+			user:     cfg.User,
+			creds:    &credentials{file: cfg.PasswordFile, literal: newSecret(cfg.Password)},
+			logins:   newLoginLimiter(cfg.MaxFailedLogins, cfg.FailedLoginWindow),
 		}
-		if cfg.User != "" {
-			ep.user = cfg.User
-		}
-		t := &target{endpoint: ep, creds: &credentials{file: cfg.PasswordFile, literal: literal}}
 		t.st.Target = ep.name
 		p.targets = append(p.targets, t)
 		names = append(names, ep.name)
 	}
+	// The credentials hold it now; a printed Prober must not.
+	p.cfg.Password = ""
 	p.metrics = newMetrics(p)
 	if cfg.Insecure {
 		p.log.Warn("vCenter TLS certificate verification is disabled (Insecure)", "targets", names)
@@ -218,28 +228,49 @@ func (p *Prober) probeOnce(ctx context.Context, t *target) Status {
 	p.metrics.probes.WithLabelValues(t.name, "failure").Inc()
 	p.metrics.errors.WithLabelValues(t.name, string(class), string(kind)).Inc()
 	st.Class, st.Kind, st.Permanent = class, string(kind), class == Permanent
-	st.Reason = p.reason(t, err)
+	st.Reason = err.Error()
 	st.ConsecutiveFailures = 1
 	return st
 }
 
 // loop is the schedule of one target:
 //
-//	park while the network is down → attempt → record → sleep → again
+//	park while the network is down → wait until due → attempt → record → again
 //
 // cycle counts the failed attempts of the current connect cycle; it picks
-// the backoff step and is reset by a success, by the network coming back,
-// and by a watched file changing.
+// the backoff step and is reset by a success, by the network coming back
+// after a transient failure, and by a watched file's content changing.
+// Every pass goes through untilDue, so no wake-up can send a login the
+// failed-login limit holds back.
 func (p *Prober) loop(ctx context.Context, t *target) {
 	defer func() { p.endSession(t, p.networkUp(), min(p.cfg.Timeout, shutdownLogout)) }()
-	cycle := 0
+	var (
+		cycle int
+		due   time.Time // no attempt before
+		last  outcome
+	)
 	for {
 		resumed, ok := p.park(ctx, t)
 		if !ok {
 			return
 		}
-		if resumed {
-			cycle = 0
+		if resumed && !last.rejected {
+			// The outage explains the failures: start over, at once. A
+			// rejected password keeps its re-check time: the network had
+			// nothing to do with it, and a login spent now is one a new
+			// password may have to wait for.
+			cycle, due = 0, time.Time{}
+		}
+		if wait := p.untilDue(t, due, last.failing); wait > 0 {
+			switch p.sleep(ctx, t, wait, last.failing && !last.rejected, last.permanent) {
+			case wakeDone:
+				return
+			case wakeReset:
+				cycle, due = 0, time.Time{}
+				last.permanent, last.rejected = false, false
+			case wakeNext:
+			}
+			continue
 		}
 		start := p.clock.Now()
 		err := p.attempt(ctx, t)
@@ -252,15 +283,41 @@ func (p *Prober) loop(ctx context.Context, t *target) {
 			p.log.Debug("vCenter attempt abandoned: network down", "target", t.name)
 			continue
 		}
-		wait, failing, permanent := p.record(t, start, err, &cycle)
-		switch p.sleep(ctx, t, wait, failing, permanent) {
-		case wakeDone:
-			return
-		case wakeReset:
-			cycle = 0
-		case wakeNext:
+		last = p.record(t, start, err, &cycle)
+		due = p.clock.Now().Add(last.wait)
+	}
+}
+
+// outcome is what the schedule keeps of an attempt.
+type outcome struct {
+	wait      time.Duration // before the next attempt
+	failing   bool          // the attempt failed
+	permanent bool          // only time or a changed password or CA file can fix it
+	rejected  bool          // vCenter rejected the login (auth)
+}
+
+// untilDue returns how long to wait before the next attempt: until due,
+// and, when the attempt must log in, until the failed-login limit allows
+// a login.
+func (p *Prober) untilDue(t *target, due time.Time, failing bool) time.Duration {
+	now := p.clock.Now()
+	wait := due.Sub(now)
+	if t.conn != nil {
+		return wait
+	}
+	at := t.logins.allowedAt(now)
+	if held := at.Sub(now); held > 0 && held > wait {
+		wait = held
+		if failing {
+			p.update(t, func(s *Status) { s.Backoff = wait })
+		}
+		if !at.Equal(t.heldUntil) {
+			t.heldUntil = at
+			p.log.Warn("vCenter login held back: failed-login limit reached", "target", t.name,
+				"max_failed_logins", p.cfg.MaxFailedLogins, "window", p.cfg.FailedLoginWindow, "next_login_in", wait)
 		}
 	}
+	return wait
 }
 
 func (p *Prober) pausing() bool { return p.network != nil && p.cfg.PauseOnNetworkDown }
@@ -374,7 +431,10 @@ func (p *Prober) attemptContext(ctx context.Context) (context.Context, func()) {
 	return ctx, func() { cancel(); wg.Wait() }
 }
 
-// connect opens and logs in a new session for t.
+// connect opens and logs in a new session for t. Every Login goes through
+// the target's failed-login limit, and every Login sent is counted: one
+// that did not succeed counts as failed even when it timed out or was
+// cancelled, since SSO may have seen it.
 func (p *Prober) connect(ctx context.Context, t *target) (*conn, error) {
 	pw, err := t.creds.password()
 	if err != nil {
@@ -389,12 +449,17 @@ func (p *Prober) connect(ctx context.Context, t *target) (*conn, error) {
 		tls:      tlsSettings{insecure: p.cfg.Insecure, caFile: p.cfg.CAFile, pins: p.pins},
 		dial:     p.dial,
 		timeout:  p.cfg.Timeout,
-	}, func(err error) {
-		result := "success"
-		if err != nil {
-			result = "failure"
-		}
-		p.metrics.logins.WithLabelValues(t.name, result).Inc()
+		beforeLogin: func() error {
+			return t.logins.begin(p.clock.Now())
+		},
+		afterLogin: func(err error) {
+			t.logins.end(p.clock.Now(), err != nil)
+			result := "success"
+			if err != nil {
+				result = "failure"
+			}
+			p.metrics.logins.WithLabelValues(t.name, result).Inc()
+		},
 	})
 }
 
@@ -430,9 +495,10 @@ func (p *Prober) endSession(t *target, logout bool, timeout time.Duration) {
 	p.mu.Unlock()
 }
 
-// record publishes the result of an attempt and returns how long to wait
-// before the next one.
-func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait time.Duration, failing, permanent bool) {
+// record publishes the result of an attempt and returns what the schedule
+// needs of it: above all, how long to wait before the next one.
+func (p *Prober) record(t *target, start time.Time, err error, cycle *int) outcome {
+	var wait time.Duration
 	now := p.clock.Now()
 	p.metrics.duration.WithLabelValues(t.name).Observe(now.Sub(start).Seconds())
 
@@ -454,15 +520,16 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 		*cycle++
 		s.ConsecutiveFailures++
 		s.Class, s.Kind, s.Permanent = class, string(kind), class == Permanent
-		s.Reason = p.reason(t, err)
+		s.Reason = err.Error()
 		switch {
 		case kind == KindAuth:
 			// A wrong password re-tried every MaxBackoff (30s) would trip
 			// vCenter SSO's lockout (5 failures in 180s by default) and
-			// lock the service account for everyone using it. Re-check
-			// at most every authRecheck; a password file change still
-			// re-checks at once.
-			s.Up, wait = false, max(p.slowWait(), authRecheck)
+			// lock the service account for everyone using it. Spread the
+			// re-checks so that the failed-login limit is not reached on
+			// its own; a new password in the file is tried at once if the
+			// limit allows.
+			s.Up, wait = false, max(p.slowWait(), p.authRecheck())
 		case class == Permanent:
 			// Retrying fast cannot fix it: down at once, slow cadence.
 			s.Up, wait = false, p.slowWait()
@@ -473,7 +540,6 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 			s.Up, wait = false, p.slowWait()
 		}
 		s.Backoff = wait
-		failing, permanent = true, class == Permanent
 	}
 	cur := *s
 	// Count before publishing: whoever sees the new status sees the counts.
@@ -493,7 +559,7 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 		if prev.ConsecutiveFailures > 0 || !prev.Up {
 			p.log.Info("vCenter reachable", "target", t.name, "after_failures", prev.ConsecutiveFailures)
 		}
-		return wait, false, false
+		return outcome{wait: wait}
 	}
 	attrs := []any{"target", t.name, "class", cur.Class, "kind", cur.Kind, "reason", cur.Reason,
 		"consecutive_failures", cur.ConsecutiveFailures, "next_attempt_in", wait}
@@ -505,12 +571,15 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle *int) (wait
 	default:
 		p.log.Debug("vCenter probe failed", attrs...)
 	}
-	return wait, failing, permanent
+	return outcome{wait: wait, failing: true, permanent: cur.Permanent, rejected: cur.Kind == string(KindAuth)}
 }
 
-// authRecheck is the shortest cadence for re-checking a rejected login: at
-// most 3 attempts in SSO's default 180s lockout window of 5 failures.
-const authRecheck = time.Minute
+// authRecheck is the shortest cadence for re-checking a rejected login:
+// MaxFailedLogins re-checks spread over FailedLoginWindow (a minute by
+// default).
+func (p *Prober) authRecheck() time.Duration {
+	return p.cfg.FailedLoginWindow / time.Duration(p.cfg.MaxFailedLogins)
+}
 
 // slowWait is the cadence of a down target: the capped backoff, jittered.
 func (p *Prober) slowWait() time.Duration {
@@ -526,9 +595,9 @@ const (
 )
 
 // sleep waits out wait, or less: the network going down (to park), the
-// network coming back while failing, or a watched file changing while
-// down with a permanent error all end it early.
-func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, failing, permanent bool) wake {
+// network coming back when networkResets, or with watchFiles the content
+// of the password or CA file changing all end it early.
+func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, networkResets, watchFiles bool) wake {
 	var changed <-chan struct{}
 	wasUp := true
 	if p.network != nil {
@@ -538,7 +607,7 @@ func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, faili
 		}
 	}
 	var poll <-chan time.Time
-	if permanent && (p.cfg.PasswordFile != "" || p.cfg.CAFile != "") {
+	if watchFiles && (p.cfg.PasswordFile != "" || p.cfg.CAFile != "") {
 		poll = p.clock.After(fileCheckInterval)
 	}
 	timer := p.clock.NewTimer(wait)
@@ -556,9 +625,9 @@ func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, faili
 			var up bool
 			up, changed = p.network.NetworkState()
 			if !up && p.cfg.PauseOnNetworkDown {
-				return wakeNext // park resets the backoff when the network is back
+				return wakeNext // park takes over; the loop decides what its return means
 			}
-			if up && !wasUp && failing {
+			if up && !wasUp && networkResets {
 				p.log.Info("network back: probing vCenter now", "target", t.name)
 				return wakeReset
 			}
@@ -585,9 +654,4 @@ func (p *Prober) update(t *target, f func(*Status)) {
 func (p *Prober) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
-}
-
-// reason is err's text without URL user info or passwords.
-func (p *Prober) reason(t *target, err error) string {
-	return redact(err.Error(), append(t.creds.secrets(), t.password)...)
 }

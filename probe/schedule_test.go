@@ -196,7 +196,8 @@ func TestScheduleTransient(t *testing.T) {
 
 // TestSchedulePermanent: a wrong password is not retried fast; the target
 // is down at once, re-checked at the slow cadence but no more often than
-// authRecheck (SSO lockout), and at once when the password file changes.
+// FailedLoginWindow/MaxFailedLogins (SSO lockout), and a new password in
+// the file is tried at the next login the failed-login limit allows.
 func TestSchedulePermanent(t *testing.T) {
 	s := startSim(t, simOptions{})
 	cfg := s.config()
@@ -211,8 +212,9 @@ func TestSchedulePermanent(t *testing.T) {
 	}
 	running(t, p)
 
-	// The jittered slow cadence (26.25s) is below authRecheck.
-	const slow = authRecheck
+	// The jittered slow cadence (26.25s) is below 180s/3.
+	const slow = time.Minute
+	start := clk.Now()
 	for i := range 2 {
 		if got := clk.nextTimer(t); got != slow {
 			t.Fatalf("auth failure %d: wait %v, want %v", i+1, got, slow)
@@ -233,10 +235,24 @@ func TestSchedulePermanent(t *testing.T) {
 		t.Errorf("auth errors = %v, want 3", got)
 	}
 
-	// The secret is rotated: noticed at the next file check, long before
-	// the slow cadence would come round.
+	// The secret is rotated: noticed at the next file check, but the
+	// three failures at 0s, 60s and 120s fill the 180s window, so the new
+	// password waits for the first of them to age out.
 	writeFile(t, cfg.PasswordFile, simPass+"\n")
 	clk.Advance(fileCheckInterval)
+	if got := clk.nextTimer(t); got != 58*time.Second {
+		t.Fatalf("after rotation at 122s: wait %v, want 58s (the next login allowed at 180s)", got)
+	}
+	if got := metric(t, p, "linkgate_vcenter_login_failures_remaining"); got != 0 {
+		t.Errorf("login_failures_remaining = %v while held back, want 0", got)
+	}
+	if got, want := metric(t, p, "linkgate_vcenter_login_blocked_until_timestamp_seconds"), float64(start.Add(180*time.Second).Unix()); got != want {
+		t.Errorf("login_blocked_until = %v, want %v", got, want)
+	}
+	if n := s.countCalls("Login"); n != 3 {
+		t.Errorf("vCenter saw %d logins, want 3: the new password waits", n)
+	}
+	clk.Advance(58 * time.Second)
 	if got := clk.nextTimer(t); got != cfg.Interval {
 		t.Fatalf("after rotation: wait %v, want Interval", got)
 	}
@@ -246,6 +262,13 @@ func TestSchedulePermanent(t *testing.T) {
 	}
 	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
 		t.Errorf("successful logins = %v, want 1", got)
+	}
+	if got := metric(t, p, "linkgate_vcenter_login_blocked_until_timestamp_seconds"); got != 0 {
+		t.Errorf("login_blocked_until = %v after the slot, want 0", got)
+	}
+	// The failures at 60s and 120s still count: one more may fail.
+	if got := metric(t, p, "linkgate_vcenter_login_failures_remaining"); got != 1 {
+		t.Errorf("login_failures_remaining = %v, want 1", got)
 	}
 }
 

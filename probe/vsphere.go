@@ -13,10 +13,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/boundedfile"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/session/keepalive"
 	"github.com/vmware/govmomi/vim25"
@@ -68,7 +68,7 @@ func newSOAPClient(u *url.URL, host string, ts tlsSettings, dial DialFunc) (*soa
 	case ts.insecure:
 		conf.InsecureSkipVerify = true
 	case ts.caFile != "":
-		pem, err := os.ReadFile(ts.caFile)
+		pem, err := boundedfile.Read(ts.caFile, boundedfile.CABundle)
 		if err != nil {
 			return nil, &ConfigError{Field: "CAFile", Err: err}
 		}
@@ -157,19 +157,24 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // connectOptions are the per-attempt inputs of connect.
 type connectOptions struct {
 	target   string
-	url      *url.URL
+	url      *url.URL // never with user info
 	host     string
 	user     string
-	password string
+	password secret
 	tls      tlsSettings
 	dial     DialFunc
 	timeout  time.Duration
+
+	// beforeLogin may refuse to send the Login (the failed-login limit);
+	// afterLogin gets the answer of every Login that was sent.
+	beforeLogin func() error
+	afterLogin  func(error)
 }
 
 // connect reaches the SDK endpoint, reads ServiceContent (About) and logs
-// in. loggedIn is called once the Login call has an answer, for the
-// logins_total metric.
-func connect(ctx context.Context, o connectOptions, loggedIn func(error)) (*conn, error) {
+// in. The password goes only into the Login request's body; no error can
+// contain it, since none is built from it.
+func connect(ctx context.Context, o connectOptions) (*conn, error) {
 	sc, err := newSOAPClient(o.url, o.host, o.tls, o.dial)
 	if err != nil {
 		return nil, opError("connect", o.target, err)
@@ -197,11 +202,18 @@ func connect(ctx context.Context, o connectOptions, loggedIn func(error)) (*conn
 	vc.RoundTripper = keep
 	mgr := session.NewManager(vc)
 
+	if o.beforeLogin != nil {
+		if err := o.beforeLogin(); err != nil {
+			keep.Stop()
+			sc.CloseIdleConnections()
+			return nil, opError("login", o.target, err)
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, o.timeout)
-	err = mgr.Login(lctx, url.UserPassword(o.user, o.password))
+	err = mgr.Login(lctx, url.UserPassword(o.user, o.password.value()))
 	cancel()
-	if loggedIn != nil && ctx.Err() == nil {
-		loggedIn(err)
+	if o.afterLogin != nil {
+		o.afterLogin(err)
 	}
 	if err != nil {
 		keep.Stop()

@@ -25,6 +25,9 @@ var probeFlagOf = map[string]string{
 	"MaxRetries":   "vcenter.max-retries",
 	"BaseBackoff":  "vcenter.base-backoff",
 	"MaxBackoff":   "vcenter.max-backoff",
+
+	"MaxFailedLogins":   "vcenter.max-failed-logins",
+	"FailedLoginWindow": "vcenter.failed-login-window",
 }
 
 // probeConfig turns flags into the probe's configuration.
@@ -43,6 +46,8 @@ func probeConfig(v *vcenterFlags, n *networkFlags) probe.Config {
 	cfg.BaseBackoff = v.BaseBackoff
 	cfg.MaxBackoff = v.MaxBackoff
 	cfg.DisableJitter = !v.Jitter
+	cfg.MaxFailedLogins = v.MaxFailedLogins
+	cfg.FailedLoginWindow = v.FailedLoginWindow
 	cfg.MaxNetworkWait = n.MaxWait
 	cfg.PauseOnNetworkDown = n.PauseOnDown && n.Monitor
 	return cfg
