@@ -97,6 +97,10 @@ func TestExporterHTTP(t *testing.T) {
 	if code, body := get(t, ts.URL+"/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz while running: %d %q", code, body)
 	}
+	if code, body := get(t, ts.URL+"/healthz?verbose"); code != http.StatusOK ||
+		!strings.Contains(body, "[+]event-loop ok\n[+]netlink-state-verified ok\nhealthz check passed") {
+		t.Errorf("/healthz?verbose while running: %d %q", code, body)
+	}
 	stop()
 	if code, _ := get(t, ts.URL+"/healthz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz after the event loop stopped: %d, want 503", code)
