@@ -28,6 +28,11 @@ type expositionWriter interface{ WriteText(w io.Writer) error }
 // cannot keep another from being served.
 const maxScrapesInFlight = 10
 
+// renderQueueWait is how long a scrape waits for a free render slot
+// before it is answered 503. Waiting costs a goroutine, and connections
+// are bounded per listener (--web.max-connections).
+const renderQueueWait = 2 * time.Second
+
 // metricsWriteTimeout bounds sending one rendered response. A client that
 // reads slower is cut off and its buffer released; Prometheus gives up on
 // a scrape after its scrape_timeout (10s by default) anyway.
@@ -108,11 +113,19 @@ func (h *metricsHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "Too many scrape responses are waiting for slow clients, try again later.", http.StatusServiceUnavailable)
 		return
 	}
+	// Wait a little for a render slot rather than refusing at once: a
+	// render costs a couple of milliseconds of CPU, so a burst of
+	// concurrent scrapes is served in turn instead of mostly with 503.
+	wait := time.NewTimer(renderQueueWait)
 	select {
 	case h.renders <- struct{}{}:
-	default:
-		http.Error(rw, fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", maxScrapesInFlight),
-			http.StatusServiceUnavailable)
+		wait.Stop()
+	case <-r.Context().Done():
+		wait.Stop()
+		return
+	case <-wait.C:
+		http.Error(rw, fmt.Sprintf("Limit of concurrent requests reached (%d renders, none free within %s), try again later.",
+			maxScrapesInFlight, renderQueueWait), http.StatusServiceUnavailable)
 		return
 	}
 	body, err := h.render()

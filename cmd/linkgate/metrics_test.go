@@ -132,7 +132,8 @@ func (b blockingWriter) WriteText(w io.Writer) error {
 }
 
 // TestMetricsHandlerLimitsScrapes: the eleventh scrape while ten are
-// rendering is refused with 503; the ten running ones complete.
+// rendering waits for a slot: 503 if none frees within renderQueueWait,
+// served once one does; the ten running ones complete.
 func TestMetricsHandlerLimitsScrapes(t *testing.T) {
 	bw := blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
 	ts := httptest.NewServer(newMetricsHandler(prometheus.NewRegistry(), slog.New(slog.DiscardHandler), bw))
@@ -155,11 +156,26 @@ func TestMetricsHandlerLimitsScrapes(t *testing.T) {
 	if resp, body := scrapeMetrics(t, ts.URL, true); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("scrape beyond the limit: %d %q, want 503", resp.StatusCode, body)
 	}
+	waiting := make(chan int, 1)
+	go func() {
+		resp, _, err := fetchMetrics(ts.URL, true)
+		if err != nil {
+			t.Error(err)
+			waiting <- 0
+			return
+		}
+		waiting <- resp.StatusCode
+	}()
+	time.Sleep(renderQueueWait / 4) // the eleventh is queued by now (nothing asserts on it)
 	close(bw.release)
 	for range maxScrapesInFlight {
 		if code := <-codes; code != http.StatusOK {
 			t.Errorf("held scrape: %d", code)
 		}
+	}
+	<-bw.entered // the waiting scrape got a slot and renders
+	if code := <-waiting; code != http.StatusOK {
+		t.Errorf("scrape waiting for a slot: %d, want 200", code)
 	}
 }
 
