@@ -157,7 +157,7 @@ func (h *Handler) judge(st *State, single string, excluded map[string]bool, now 
 		if !ok {
 			c = CheckStatus{CheckResult: CheckResult{Name: single, Reason: "not evaluated yet"}, Since: st.Since}
 		}
-		v.ready, v.since, v.checks = c.OK, c.Since, []CheckStatus{c}
+		v.ready, v.since, v.checks, v.excluded = c.OK, c.Since, []CheckStatus{c}, nil // exclusions judge the whole gate only
 		return v
 	}
 	v.checks = st.Checks
