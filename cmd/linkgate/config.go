@@ -149,6 +149,9 @@ func parseConfig(path string, data []byte) (*fileConfig, error) {
 		return nil, yamlError(path, data, err)
 	}
 	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return cfg, nil // only "---": as empty as an empty file
+	}
 	if root.Kind != yaml.MappingNode {
 		return nil, configErrorf("%s:%d: the file must be a mapping of keys to values", path, root.Line)
 	}

@@ -105,12 +105,18 @@ func (e *runEnv) vcenterConfigError(v *vcenterFlags, err error) error {
 // redactURL drops user info, query and fragment so a URL is safe to print,
 // also for scheme-less "user:pass@host" forms that parse as opaque URLs.
 func redactURL(raw string) string {
-	if i := strings.LastIndex(raw, "@"); i >= 0 {
-		scheme := ""
-		if j := strings.Index(raw, "://"); j >= 0 && j < i {
-			scheme = raw[:j+3]
-		}
-		raw = scheme + raw[i+1:]
+	// User info ends at the last @ of the authority, which ends at the
+	// first / ? or # after the scheme: an @ in the path is not user info.
+	start := 0
+	if j := strings.Index(raw, "://"); j >= 0 {
+		start = j + 3
+	}
+	end := len(raw)
+	if k := strings.IndexAny(raw[start:], "/?#"); k >= 0 {
+		end = start + k
+	}
+	if i := strings.LastIndex(raw[start:end], "@"); i >= 0 {
+		raw = raw[:start] + raw[start+i+1:]
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
