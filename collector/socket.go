@@ -104,6 +104,12 @@ func (e *eventSocket) drain() error {
 		switch {
 		case errors.Is(err, errQueueEmpty):
 			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A deadline meant to wake the idle loop (Collector.inLoop)
+			// landed while draining: clear it and go on.
+			if err := e.conn.SetReadDeadline(time.Time{}); err != nil {
+				return fmt.Errorf("drain rtnetlink events: %w", err)
+			}
 		case err == nil, errors.Is(err, unix.ENOBUFS), errors.Is(err, errTruncated):
 		default:
 			return fmt.Errorf("drain rtnetlink events: %w", err)
