@@ -231,6 +231,18 @@ func (c *Collector) stats() map[int]LinkStats {
 		return nil
 	}
 	out := make(map[int]LinkStats, len(msgs))
+	if prev := c.statsByIx.Load(); prev != nil {
+		// A link being deleted leaves the stats dump before the snapshot,
+		// and its last RTM_NEWLINK carries older (for a veth whose peer is
+		// gone, zeroed) counters: keep the last dumped values until the
+		// link is gone, so that no exported counter goes back.
+		snap := c.snap.Load()
+		for ix, st := range *prev {
+			if _, ok := snap.LinkByIndex(ix); ok {
+				out[ix] = st
+			}
+		}
+	}
 	for _, m := range msgs {
 		ix, s, ok, err := decodeStats(m.Data)
 		if err != nil {

@@ -120,8 +120,11 @@ func (s *state) diff(k *kernelState) divergence {
 	return d
 }
 
+// describeLink names every field diff compares, so that equal texts mean
+// equal links (the confirmation pass relies on it).
 func describeLink(l Link) string {
-	return fmt.Sprintf("{name=%s admin_up=%v carrier=%v oper=%s mtu=%d up=%v}", l.Name, l.AdminUp, l.Carrier, l.OperState, l.MTU, l.Up)
+	return fmt.Sprintf("{name=%s kind=%s address=%s alias=%q admin_up=%v carrier=%v oper=%s mtu=%d up=%v loopback=%v carrier_changes=%d}",
+		l.Name, l.Kind, l.Address, l.Alias, l.AdminUp, l.Carrier, l.OperState, l.MTU, l.Up, l.Loopback, l.CarrierChanges)
 }
 
 func diffTable[K comparable, V comparable](d *divergence, object string, have, kernel map[K]V) {
