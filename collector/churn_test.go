@@ -472,31 +472,14 @@ func (in *instance) counters(t *testing.T) string {
 func churn(rng *rand.Rand, n, pairs int) string {
 	var b strings.Builder
 	for range n {
-		i := 1 + rng.IntN(pairs-1)
-		dev := fmt.Sprintf("va%d", i)
 		switch rng.IntN(12) {
-		case 0, 1:
-			fmt.Fprintf(&b, "link set %s down\n", dev)
-		case 2, 3:
-			fmt.Fprintf(&b, "link set %s up\n", dev)
-		case 4:
-			fmt.Fprintf(&b, "link set %s mtu %d\n", dev, 1280+rng.IntN(200))
-		case 5:
-			fmt.Fprintf(&b, "addr add 10.80.%d.%d/24 dev %s\n", i, 1+rng.IntN(5), dev)
-		case 6:
-			fmt.Fprintf(&b, "addr del 10.80.%d.%d/24 dev %s\n", i, 1+rng.IntN(5), dev)
-		case 7:
-			fmt.Fprintf(&b, "route replace 10.90.%d.0/24 dev %s metric %d\n", rng.IntN(8), dev, rng.IntN(3))
-		case 8:
-			fmt.Fprintf(&b, "route del 10.90.%d.0/24\n", rng.IntN(8))
-		case 9:
-			fmt.Fprintf(&b, "neigh replace 10.81.%d.%d lladdr 02:00:00:00:%02x:%02x dev %s nud %s\n",
-				i, rng.IntN(4), i, rng.IntN(4), dev, []string{"permanent", "stale", "noarp"}[rng.IntN(3)])
-		case 10:
+		case 0:
 			x := rng.IntN(10)
 			fmt.Fprintf(&b, "link add vx%d type veth peer name vy%d\nlink set vx%d up\n", x, x, x)
-		case 11:
+		case 1:
 			fmt.Fprintf(&b, "link del vx%d\n", rng.IntN(10))
+		default:
+			collector.RandomChange(&b, rng, 1+rng.IntN(pairs-1))
 		}
 	}
 	return b.String()

@@ -182,35 +182,40 @@ func burst(t *testing.T, rng *rand.Rand, n, links int) string {
 	t.Helper()
 	var b strings.Builder
 	for range n {
-		i := rng.IntN(links)
-		dev := fmt.Sprintf("va%d", i)
-		switch rng.IntN(9) {
-		case 0:
-			fmt.Fprintf(&b, "link set %s down\n", dev)
-		case 1:
-			fmt.Fprintf(&b, "link set %s up\n", dev)
-		case 2:
-			fmt.Fprintf(&b, "link set %s mtu %d\n", dev, 1280+rng.IntN(200))
-		case 3:
-			fmt.Fprintf(&b, "addr add 10.80.%d.%d/24 dev %s\n", i, 1+rng.IntN(5), dev)
-		case 4:
-			fmt.Fprintf(&b, "addr del 10.80.%d.%d/24 dev %s\n", i, 1+rng.IntN(5), dev)
-		case 5:
-			fmt.Fprintf(&b, "route replace 10.90.%d.0/24 dev %s metric %d\n", rng.IntN(8), dev, rng.IntN(3))
-		case 6:
-			fmt.Fprintf(&b, "route del 10.90.%d.0/24\n", rng.IntN(8))
-		case 7:
-			fmt.Fprintf(&b, "neigh replace 10.81.%d.%d lladdr 02:00:00:00:%02x:%02x dev %s nud %s\n",
-				i, rng.IntN(4), i, rng.IntN(4), dev, []string{"permanent", "stale", "noarp"}[rng.IntN(3)])
-		case 8:
-			fmt.Fprintf(&b, "addr add 2001:db8:%x::%x/64 dev %s nodad\n", i, 1+rng.IntN(3), dev)
-		}
+		randomChange(&b, rng, rng.IntN(links))
 	}
 	p := filepath.Join(t.TempDir(), "burst")
 	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// randomChange writes one random `ip -batch` change of link va<i>: its
+// state, MTU, addresses, routes through it or neighbours on it.
+func randomChange(b *strings.Builder, rng *rand.Rand, i int) {
+	dev := fmt.Sprintf("va%d", i)
+	switch rng.IntN(9) {
+	case 0:
+		fmt.Fprintf(b, "link set %s down\n", dev)
+	case 1:
+		fmt.Fprintf(b, "link set %s up\n", dev)
+	case 2:
+		fmt.Fprintf(b, "link set %s mtu %d\n", dev, 1280+rng.IntN(200))
+	case 3:
+		fmt.Fprintf(b, "addr add 10.80.%d.%d/24 dev %s\n", i, 1+rng.IntN(5), dev)
+	case 4:
+		fmt.Fprintf(b, "addr del 10.80.%d.%d/24 dev %s\n", i, 1+rng.IntN(5), dev)
+	case 5:
+		fmt.Fprintf(b, "route replace 10.90.%d.0/24 dev %s metric %d\n", rng.IntN(8), dev, rng.IntN(3))
+	case 6:
+		fmt.Fprintf(b, "route del 10.90.%d.0/24\n", rng.IntN(8))
+	case 7:
+		fmt.Fprintf(b, "neigh replace 10.81.%d.%d lladdr 02:00:00:00:%02x:%02x dev %s nud %s\n",
+			i, rng.IntN(4), i, rng.IntN(4), dev, []string{"permanent", "stale", "noarp"}[rng.IntN(3)])
+	case 8:
+		fmt.Fprintf(b, "addr add 2001:db8:%x::%x/64 dev %s nodad\n", i, 1+rng.IntN(3), dev)
+	}
 }
 
 func multiPair(t *testing.T, n int) *netnstest.NS {

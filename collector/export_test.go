@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
@@ -17,3 +19,6 @@ func SnapshotView(s *Snapshot) string { return snapshotView(s) }
 
 // LineDiff lists the lines of want and got that the other lacks.
 func LineDiff(want, got string) string { return lineDiff(want, got) }
+
+// RandomChange writes one random `ip -batch` change of link va<i>.
+func RandomChange(b *strings.Builder, rng *rand.Rand, i int) { randomChange(b, rng, i) }
