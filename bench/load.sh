@@ -23,7 +23,7 @@
 # process_* and go_* series before and after.
 #
 # linkgate renders at most 10 /metrics responses at once
-# (maxScrapesInFlight, cmd/linkgate/metrics.go) and answers an 11th
+# (maxScrapesInFlight, sidecar/metricshandler.go) and answers an 11th
 # concurrent one 503 at once. wrk's connections each send their next request
 # the moment an answer arrives, so with more than 10 connections some of
 # /metrics' answers are that documented 503; the summary says how many and
@@ -66,7 +66,7 @@ TIMEOUT=${TIMEOUT:-2s}
 PAUSE=${PAUSE:-3}
 C10=${C10:-}
 LINKGATE_BIN=${LINKGATE_BIN:-}
-RENDER_LIMIT=10 # maxScrapesInFlight in cmd/linkgate/metrics.go
+RENDER_LIMIT=10 # maxScrapesInFlight in sidecar/metricshandler.go
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -379,7 +379,7 @@ fi
 	if ((metrics_non2xx > 0)); then
 		echo
 		echo "  The $metrics_non2xx non-2xx answers of /metrics at $CONNS connections are linkgate's documented limit, not"
-		echo "  failures: it renders at most $RENDER_LIMIT scrapes at once (maxScrapesInFlight, cmd/linkgate/metrics.go) and"
+		echo "  failures: it renders at most $RENDER_LIMIT scrapes at once (maxScrapesInFlight, sidecar/metricshandler.go) and"
 		echo "  answers one more at once with 503 'Limit of concurrent requests reached ($RENDER_LIMIT), try again later',"
 		echo "  as promhttp's MaxRequestsInFlight does, rather than queue renders without bound. Each wrk connection"
 		echo "  sends its next request the moment an answer arrives, so up to $CONNS are in flight; Prometheus sends"

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -288,40 +289,33 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// dumpedState fills a state from one full dump of ns, as Run does at start,
-// without starting the event loop.
-func dumpedState(b *testing.B, ns *netnstest.NS) (*Collector, *state) {
+// flapState fills a state from one full dump of a namespace of 1000
+// links, as Run does at start, without starting the event loop. It
+// returns the kernel's RTM_NEWLINK of one link taking it down and up.
+func flapState(b *testing.B) (*Collector, *state, [2]netlink.Message) {
 	b.Helper()
-	c, err := New(Options{NetNS: ns.Path})
+	ns := namespace1000(b)
+	s, st, err := newStatic(context.Background(), Options{NetNS: ns.Path})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := c.openNetNS(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		c.closeReq()
-		c.nsMu.Lock()
-		c.nsFile.Close()
-		c.nsMu.Unlock()
-	})
-	st := newState()
-	k, err := c.dumpAll()
-	if err != nil {
-		b.Fatal(err)
-	}
-	st.adopt(k, time.Now())
+	b.Cleanup(func() { _ = s.Close() })
 	if len(st.links) < 2*benchPairs+1 {
 		b.Fatalf("dump has %d links, want %d", len(st.links), 2*benchPairs+1)
 	}
-	return c, st
+	c := s.c
+	up := linkMessage(b, c, "lgb0a")
+	ns.IP(b, "link", "set", "lgb0a", "down")
+	down := linkMessage(b, c, "lgb0a")
+	ns.IP(b, "link", "set", "lgb0a", "up")
+	return c, st, [2]netlink.Message{down, up}
 }
 
 // linkMessage returns the kernel's RTM_NEWLINK for the named link, exactly
 // as a dump (or an event) delivers it.
 func linkMessage(b *testing.B, c *Collector, name string) netlink.Message {
 	b.Helper()
-	msgs, err := c.dump(unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
+	msgs, err := c.dump(context.Background(), unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -343,12 +337,8 @@ func linkMessage(b *testing.B, c *Collector, name string) netlink.Message {
 //   - unchanged: the same message again (counter-only updates).
 //   - flap: alternately down and up, so every message changes the link.
 func BenchmarkApplyEvent(b *testing.B) {
-	ns := namespace1000(b)
-	c, st := dumpedState(b, ns)
-	up := linkMessage(b, c, "lgb0a")
-	ns.IP(b, "link", "set", "lgb0a", "down")
-	down := linkMessage(b, c, "lgb0a")
-	ns.IP(b, "link", "set", "lgb0a", "up")
+	_, st, msgs := flapState(b)
+	up := msgs[1]
 	now := time.Now()
 
 	b.Run("unchanged", func(b *testing.B) {
@@ -363,7 +353,7 @@ func BenchmarkApplyEvent(b *testing.B) {
 	})
 	// With -count the sub-benchmark runs again on the same state: keep
 	// alternating from where the last run stopped.
-	msgs, i := [2]netlink.Message{down, up}, 0
+	i := 0
 	b.Run("flap", func(b *testing.B) {
 		b.ReportAllocs()
 		defer reportCPU(b)()
@@ -392,12 +382,7 @@ func BenchmarkApplyEvent(b *testing.B) {
 //     down or up, then publishing, i.e. what an event batch that changes
 //     one link pays: only the links are re-sorted.
 func BenchmarkSnapshotBuild1000(b *testing.B) {
-	ns := namespace1000(b)
-	c, st := dumpedState(b, ns)
-	up := linkMessage(b, c, "lgb0a")
-	ns.IP(b, "link", "set", "lgb0a", "down")
-	down := linkMessage(b, c, "lgb0a")
-	ns.IP(b, "link", "set", "lgb0a", "up")
+	c, st, msgs := flapState(b)
 	b.Run("snapshot", func(b *testing.B) {
 		b.ReportAllocs()
 		defer reportCPU(b)()
@@ -414,7 +399,7 @@ func BenchmarkSnapshotBuild1000(b *testing.B) {
 			c.publish(st, true)
 		}
 	})
-	msgs, i := [2]netlink.Message{down, up}, 0
+	i := 0
 	now := time.Now()
 	b.Run("publish/link-flap", func(b *testing.B) {
 		b.ReportAllocs()

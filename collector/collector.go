@@ -12,6 +12,9 @@
 // the multicast subscription, it falls back to periodic dumps and says so
 // in linkgate_netlink_mode. Scrapes read the snapshot; only traffic
 // counters are refreshed from the kernel, at most once per StatsMinInterval.
+//
+// For one-shot use, NewStatic takes one dump without subscribing; Start
+// runs a Collector until its first dump is in.
 package collector
 
 import (
@@ -25,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -54,8 +58,10 @@ type Options struct {
 	// repaired (default 60s; negative disables).
 	VerifyInterval time.Duration
 	Logger         *slog.Logger
-	// Now is the clock (default time.Now).
-	Now func() time.Time
+	// Clock stamps snapshots, link changes and outages, and times Start's
+	// wait (default clock.System). Socket deadlines and the pauses between
+	// retries of kernel requests are real time whatever the clock.
+	Clock clock.Clock
 }
 
 // Multicast groups the collector subscribes to.
@@ -92,11 +98,12 @@ var verifyResults = []string{verifyOK, verifyDiverged, verifyBusy}
 // errSubscribeRefused means multicast is unavailable: use polling.
 var errSubscribeRefused = errors.New("rtnetlink multicast subscription refused")
 
-// Collector watches one network namespace. Create it with New, start Run.
+// Collector watches one network namespace. Create it with New, then
+// start Run (or Start).
 type Collector struct {
-	opts Options
-	log  *slog.Logger
-	now  func() time.Time
+	opts  Options
+	log   *slog.Logger
+	clock clock.Clock
 
 	snap atomic.Pointer[Snapshot]
 	// mu serialises publishing (the event loop and SetRequired).
@@ -164,9 +171,6 @@ func New(opts Options) (*Collector, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	if opts.VerifyInterval == 0 {
 		opts.VerifyInterval = time.Minute
 	}
@@ -178,7 +182,7 @@ func New(opts Options) (*Collector, error) {
 	c := &Collector{
 		opts:          opts,
 		log:           opts.Logger,
-		now:           opts.Now,
+		clock:         clock.Or(opts.Clock),
 		required:      slices.Clone(opts.Required),
 		synced:        make(chan struct{}),
 		events:        counters(append(eventTypes, "other")),
@@ -267,8 +271,7 @@ func (c *Collector) Alive() bool { return c.Health().Alive }
 // beat records that the event loop turned.
 func (c *Collector) beat() { c.beatAt.Store(c.now().UnixNano()) }
 
-// Polling reports whether the collector runs in the polling fallback.
-func (c *Collector) Polling() bool { return c.polling.Load() }
+func (c *Collector) now() time.Time { return c.clock.Now() }
 
 // SetRequired replaces the required interfaces and republishes the network
 // status (used by required_interfaces: auto and by config reload).
@@ -350,13 +353,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	c.running.Store(true)
 	defer func() {
 		c.running.Store(false)
-		c.closeReq()
-		c.nsMu.Lock()
-		if c.nsFile != nil {
-			c.nsFile.Close()
-			c.nsFile = nil
-		}
-		c.nsMu.Unlock()
+		c.closeSockets()
 	}()
 	st := newState()
 	backoff := 100 * time.Millisecond
@@ -394,6 +391,47 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 }
 
+// startTimeout bounds Start's wait for the first dump, which takes
+// milliseconds.
+const startTimeout = 10 * time.Second
+
+// Start runs Run in a goroutine and returns once the first full dump is
+// published, so that callers judge real state, not the empty initial
+// snapshot. If Run fails first, Start returns its error; if no state
+// comes within 10s (on Options.Clock), or ctx ends first, it stops Run
+// and fails. stop cancels Run, waits for it to return and returns its
+// error (nil after a normal cancel); it may be called more than once.
+// Start (or Run) may be called once per Collector.
+func (c *Collector) Start(ctx context.Context) (stop func() error, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t := c.clock.NewTimer(startTimeout)
+	defer t.Stop()
+	select {
+	case <-c.synced:
+		return stop, nil
+	case err = <-done:
+		cancel()
+		if err == nil { // Run returns nil only when ctx ended
+			err = fmt.Errorf("no kernel network state: %w", context.Cause(ctx))
+		}
+		return nil, err
+	case <-t.C():
+		err = fmt.Errorf("no kernel network state after %s", startTimeout)
+	case <-ctx.Done():
+		err = fmt.Errorf("no kernel network state: %w", context.Cause(ctx))
+	}
+	if rerr := stop(); rerr != nil {
+		err = rerr
+	}
+	return nil, err
+}
+
 func (c *Collector) openNetNS() error {
 	if c.opts.NetNS == "" {
 		return nil
@@ -406,6 +444,19 @@ func (c *Collector) openNetNS() error {
 	c.nsFile = f
 	c.nsMu.Unlock()
 	return nil
+}
+
+// closeSockets closes the request socket and the namespace.
+func (c *Collector) closeSockets() error {
+	c.closeReq()
+	c.nsMu.Lock()
+	defer c.nsMu.Unlock()
+	if c.nsFile == nil {
+		return nil
+	}
+	err := c.nsFile.Close()
+	c.nsFile = nil
+	return err
 }
 
 func (c *Collector) config(groups uint32) *netlink.Config {
@@ -431,7 +482,7 @@ func (c *Collector) poll(ctx context.Context, st *state) {
 	defer t.Stop()
 	for {
 		c.beat()
-		if k, err := c.dumpAll(); err != nil {
+		if k, err := c.dumpAll(ctx); err != nil {
 			if c.failingSince.Load() == 0 {
 				c.failingSince.Store(c.now().UnixNano())
 			}
@@ -536,9 +587,13 @@ var errDumpInterrupted = errors.New("dump interrupted by concurrent changes")
 // them the caller retries later (see loop.resync); the socket is fine.
 const dumpAttempts = 3
 
+// dumpTimeout bounds one dump request.
+const dumpTimeout = 10 * time.Second
+
 // dump runs one dump request, retrying at once when the kernel marks it
-// inconsistent (NLM_F_DUMP_INTR: the table changed while dumping).
-func (c *Collector) dump(t netlink.HeaderType, body marshaler) ([]netlink.Message, error) {
+// inconsistent (NLM_F_DUMP_INTR: the table changed while dumping). Each
+// attempt is bounded by dumpTimeout, or by ctx's deadline if sooner.
+func (c *Collector) dump(ctx context.Context, t netlink.HeaderType, body marshaler) ([]netlink.Message, error) {
 	data, err := body.MarshalBinary()
 	if err != nil {
 		return nil, err
@@ -547,7 +602,7 @@ func (c *Collector) dump(t netlink.HeaderType, body marshaler) ([]netlink.Messag
 		msgs, err := c.execute(netlink.Message{
 			Header: netlink.Header{Type: t, Flags: netlink.Request | netlink.Dump},
 			Data:   data,
-		}, c.now().Add(10*time.Second))
+		}, requestDeadline(ctx, dumpTimeout))
 		if err != nil {
 			c.dumpRetries[retryError].Add(1)
 			return nil, err
@@ -565,4 +620,15 @@ func (c *Collector) dump(t netlink.HeaderType, body marshaler) ([]netlink.Messag
 		c.dumpRetries[retryInterrupted].Add(1)
 	}
 	return nil, errDumpInterrupted
+}
+
+// requestDeadline is the deadline of a request to the kernel: limit from
+// now, or ctx's deadline if sooner. It is a socket deadline, so it reads
+// the real time, not Options.Clock.
+func requestDeadline(ctx context.Context, limit time.Duration) time.Time {
+	d := time.Now().Add(limit)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		return cd
+	}
+	return d
 }

@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,21 +34,15 @@ func start(t testing.TB, ns *netnstest.NS, opts Options, tweak ...func(*Collecto
 	for _, f := range tweak {
 		f(c)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := c.Run(ctx); err != nil {
+	stop, err := c.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	select {
-	case <-c.Synced():
-	case <-time.After(waitTimeout):
-		t.Fatal("collector did not publish a first snapshot")
-	}
+	})
 	return c
 }
 
@@ -416,8 +409,6 @@ func neighIs(ip string, st NeighState) func(*Snapshot) bool {
 		return false
 	}
 }
-
-var _ = errors.New
 
 // TestDuplicateAddressDetection: an IPv6 address that the peer already
 // holds fails DAD; the snapshot shows it unusable, one added with nodad is

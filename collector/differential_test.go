@@ -230,9 +230,7 @@ func TestDifferentialAfterRandomBurst(t *testing.T) {
 	const links = 4
 	a := multiPair(t, links)
 	c := start(t, a, Options{})
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	rng := replayRand(t)
 	for round := range 3 {
 		file := burst(t, rng, 150, links)
 		// -force: keep going past changes the kernel refuses (deleting an

@@ -24,87 +24,69 @@ type kernelState struct {
 
 // dumpAll dumps links, addresses, routes and neighbours. Each dump is
 // consistent on its own (an interrupted one is retried); the caller makes
-// the whole consistent with the event stream (see loop.resync).
-func (c *Collector) dumpAll() (*kernelState, error) {
-	linkMsgs, err := c.dump(unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
+// the whole consistent with the event stream (see loop.resync). ctx's
+// deadline, if sooner than the usual bound, bounds each request.
+func (c *Collector) dumpAll(ctx context.Context) (*kernelState, error) {
+	linkMsgs, err := c.dump(ctx, unix.RTM_GETLINK, &rtnetlink.LinkMessage{})
 	if err != nil {
 		return nil, fmt.Errorf("dump links: %w", err)
 	}
-	addrMsgs, err := c.dump(unix.RTM_GETADDR, &rtnetlink.AddressMessage{})
+	addrMsgs, err := c.dump(ctx, unix.RTM_GETADDR, &rtnetlink.AddressMessage{})
 	if err != nil {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
-	routes, neighs, err := c.dumpRoutesAndNeighbors()
+	routes, neighs, err := c.dumpRoutesAndNeighbors(ctx)
 	if err != nil {
 		return nil, err
 	}
 	k := &kernelState{links: make([]Link, 0, len(linkMsgs)), addrs: make(map[addrKey]Address, len(addrMsgs)), routes: routes, neighs: neighs}
-	for _, m := range linkMsgs {
-		var lm rtnetlink.LinkMessage
-		if err := lm.UnmarshalBinary(m.Data); err != nil {
-			c.decodeErrors.Add(1)
-			continue
+	decodeDump(c, linkMsgs, decodeLink, func(l Link) { k.links = append(k.links, l) })
+	decodeDump(c, addrMsgs, decodeAddress, func(a Address) {
+		if announced(a) {
+			k.addrs[a.key()] = a
 		}
-		if lm.Family == afBridge {
-			continue
-		}
-		k.links = append(k.links, decodeLink(&lm))
-	}
-	for _, m := range addrMsgs {
-		var am rtnetlink.AddressMessage
-		if err := am.UnmarshalBinary(m.Data); err != nil {
-			c.decodeErrors.Add(1)
-			continue
-		}
-		if a, ok := decodeAddress(&am); ok && announced(a) {
-			k.addrs[addrKey{a.LinkIndex, a.Prefix}] = a
-		}
-	}
+	})
 	return k, nil
 }
 
-func (c *Collector) redumpRoutesAndNeighbors(st *state) (bool, error) {
-	routes, neighs, err := c.dumpRoutesAndNeighbors()
+func (c *Collector) redumpRoutesAndNeighbors(ctx context.Context, st *state) (bool, error) {
+	routes, neighs, err := c.dumpRoutesAndNeighbors(ctx)
 	if err != nil {
 		return false, err
 	}
-	rc := st.replaceRoutes(routes)
-	nc := st.replaceNeighbors(neighs)
+	rc := replaceTable(st, routeTable, &st.routes, routes)
+	nc := replaceTable(st, neighTable, &st.neighs, neighs)
 	return rc || nc, nil
 }
 
-func (c *Collector) dumpRoutesAndNeighbors() (map[routeKey]Route, map[neighKey]Neighbor, error) {
-	routeMsgs, err := c.dump(unix.RTM_GETROUTE, &rtnetlink.RouteMessage{})
+func (c *Collector) dumpRoutesAndNeighbors(ctx context.Context) (map[routeKey]Route, map[neighKey]Neighbor, error) {
+	routeMsgs, err := c.dump(ctx, unix.RTM_GETROUTE, &rtnetlink.RouteMessage{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump routes: %w", err)
 	}
-	neighMsgs, err := c.dump(unix.RTM_GETNEIGH, &rtnetlink.NeighMessage{})
+	neighMsgs, err := c.dump(ctx, unix.RTM_GETNEIGH, &rtnetlink.NeighMessage{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump neighbours: %w", err)
 	}
 	routes := make(map[routeKey]Route, len(routeMsgs))
-	for _, m := range routeMsgs {
-		var rm rtnetlink.RouteMessage
-		if err := rm.UnmarshalBinary(m.Data); err != nil {
-			c.decodeErrors.Add(1)
-			continue
-		}
-		if r, ok := decodeRoute(&rm); ok {
-			routes[r.key()] = r
-		}
-	}
+	decodeDump(c, routeMsgs, decodeRoute, func(r Route) { routes[r.key()] = r })
 	neighs := make(map[neighKey]Neighbor, len(neighMsgs))
-	for _, m := range neighMsgs {
-		var nm rtnetlink.NeighMessage
-		if err := nm.UnmarshalBinary(m.Data); err != nil {
+	decodeDump(c, neighMsgs, decodeNeighbor, func(n Neighbor) { neighs[n.key()] = n })
+	return routes, neighs, nil
+}
+
+// decodeDump decodes the messages of a dump as state.apply does, passes
+// those the state keeps to add, and counts (and skips) undecodable ones.
+func decodeDump[V any](c *Collector, msgs []netlink.Message, decode func([]byte) (V, error), add func(V)) {
+	for _, m := range msgs {
+		v, err := decode(m.Data)
+		switch {
+		case err == nil:
+			add(v)
+		case !errors.Is(err, errIgnored):
 			c.decodeErrors.Add(1)
-			continue
-		}
-		if n, ok := decodeNeighbor(&nm); ok {
-			neighs[neighKey{n.LinkIndex, n.IP}] = n
 		}
 	}
-	return routes, neighs, nil
 }
 
 // RouteGet asks the kernel which route it would use to reach dst (like
@@ -127,7 +109,7 @@ func (c *Collector) RouteGet(ctx context.Context, dst netip.Addr) (Route, error)
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = c.now().Add(5 * time.Second)
+		deadline = time.Now().Add(5 * time.Second)
 	}
 	msgs, err := c.execute(netlink.Message{
 		Header: netlink.Header{Type: unix.RTM_GETROUTE, Flags: netlink.Request},
@@ -151,7 +133,7 @@ func (c *Collector) RouteGet(ctx context.Context, dst netip.Addr) (Route, error)
 			LinkIndex: int(rm.Attributes.OutIface),
 			Priority:  rm.Attributes.Priority,
 			Protocol:  rm.Protocol,
-			Type:      rm.Type,
+			Type:      RouteType(rm.Type),
 		}
 		if rm.Attributes.Table != 0 {
 			r.Table = rm.Attributes.Table
@@ -164,12 +146,8 @@ func (c *Collector) RouteGet(ctx context.Context, dst netip.Addr) (Route, error)
 	return Route{}, fmt.Errorf("route get %s: no route in reply", dst)
 }
 
-// IFLA_STATS_LINK_64 in an RTM_GETSTATS filter mask and reply.
-const (
-	iflaStatsLink64     = 1
-	sizeofIfStatsMsg    = 12
-	statsRefreshTimeout = 5 * time.Second
-)
+// sizeofIfStatsMsg is sizeof(struct if_stats_msg), which x/sys/unix lacks.
+const sizeofIfStatsMsg = 12
 
 // ifStatsMsg is struct if_stats_msg: a stats dump request filtered to the
 // 64-bit link counters, a few hundred bytes a link instead of a full
@@ -195,7 +173,7 @@ func decodeStats(b []byte) (int, LinkStats, bool, error) {
 		return 0, LinkStats{}, false, err
 	}
 	for ad.Next() {
-		if ad.Type() != iflaStatsLink64 {
+		if ad.Type() != unix.IFLA_STATS_LINK_64 {
 			continue
 		}
 		v := ad.Bytes()
@@ -225,7 +203,8 @@ func (c *Collector) stats() map[int]LinkStats {
 	if !c.running.Load() {
 		return nil
 	}
-	msgs, err := c.dump(unix.RTM_GETSTATS, ifStatsMsg{filterMask: 1 << (iflaStatsLink64 - 1)})
+	// IFLA_STATS_FILTER_BIT(IFLA_STATS_LINK_64): the 64-bit link counters only.
+	msgs, err := c.dump(context.Background(), unix.RTM_GETSTATS, ifStatsMsg{filterMask: 1 << (unix.IFLA_STATS_LINK_64 - 1)})
 	if err != nil {
 		c.log.Debug("traffic counter refresh failed", "err", err)
 		return nil

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock/fakeclock"
 	"github.com/linkgate/linkgate/internal/netnstest"
 	"github.com/linkgate/linkgate/internal/promtooltest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -237,7 +238,7 @@ func seriesOf(t *testing.T, text string) []string {
 func TestWriteTextSynthetic(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 123456789, time.UTC)
 	now := t0.Add(90*time.Second + 250*time.Millisecond)
-	c, err := New(Options{Now: func() time.Time { return now }})
+	c, err := New(Options{Clock: fakeclock.New(now)})
 	if err != nil {
 		t.Fatal(err)
 	}

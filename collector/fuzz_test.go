@@ -25,7 +25,7 @@ import (
 // divergence.
 func FuzzApply(f *testing.F) {
 	for _, m := range []netlink.Message{
-		seed(f, unix.RTM_NEWLINK, &rtnetlink.LinkMessage{Family: unix.AF_UNSPEC, Index: 2, Flags: unix.IFF_UP | iffLowerUp,
+		seed(f, unix.RTM_NEWLINK, &rtnetlink.LinkMessage{Family: unix.AF_UNSPEC, Index: 2, Flags: unix.IFF_UP | unix.IFF_LOWER_UP,
 			Attributes: &rtnetlink.LinkAttributes{Name: "eth0", MTU: 1500, OperationalState: rtnetlink.OperStateUp}}),
 		seed(f, unix.RTM_NEWADDR, &rtnetlink.AddressMessage{Family: unix.AF_INET, PrefixLength: 24, Index: 2,
 			Attributes: &rtnetlink.AddressAttributes{Address: []byte{192, 0, 2, 1}, Local: []byte{192, 0, 2, 1}}}),
@@ -142,7 +142,7 @@ func FuzzDecodeStats(f *testing.F) {
 	b := make([]byte, sizeofIfStatsMsg+4+8*8)
 	b[4] = 7
 	b[sizeofIfStatsMsg] = byte(len(b) - sizeofIfStatsMsg)
-	b[sizeofIfStatsMsg+2] = iflaStatsLink64
+	b[sizeofIfStatsMsg+2] = unix.IFLA_STATS_LINK_64
 	f.Add(b)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

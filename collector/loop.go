@@ -143,7 +143,7 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 		if _, err := l.ev.newDrops(); err != nil {
 			return err
 		}
-		k, derr := c.dumpAll()
+		k, derr := c.dumpAll(ctx)
 		if derr == nil {
 			drops, err := l.ev.newDrops()
 			if err != nil {
@@ -249,7 +249,7 @@ func (l *loop) run(ctx context.Context) error {
 			}
 			continue
 		}
-		l.timers(empty)
+		l.timers(ctx, empty)
 		if !empty {
 			continue
 		}
@@ -302,11 +302,11 @@ func (l *loop) handle(b []byte) {
 
 // timers does the deferred work that is due: the coalesced route and
 // neighbour re-dump, and publishing.
-func (l *loop) timers(empty bool) {
+func (l *loop) timers(ctx context.Context, empty bool) {
 	c := l.c
 	now := c.now()
 	if l.flushPending && now.Sub(l.lastFlush) >= flushInterval && (empty || now.Sub(l.flushSince) >= flushInterval) {
-		changed, err := c.redumpRoutesAndNeighbors(l.st)
+		changed, err := c.redumpRoutesAndNeighbors(ctx, l.st)
 		if err != nil {
 			// Not a socket failure: try again at the next interval.
 			c.log.Debug("route and neighbour re-dump failed; retrying", "err", err)
@@ -366,7 +366,7 @@ func (l *loop) verifyDue() bool {
 // divergence, counted, logged and repaired.
 func (l *loop) verify(ctx context.Context) error {
 	c := l.c
-	k, err := c.dumpAll()
+	k, err := c.dumpAll(ctx)
 	if err != nil {
 		c.verifications[verifyBusy].Add(1)
 		c.log.Debug("anti-entropy dump failed; retrying", "err", err)

@@ -83,36 +83,42 @@ func flood(t *testing.T, a interface {
 	_, _ = a.TryIP("-force", "-batch", burst(t, rng, 300, links))
 }
 
-func TestOverflowFailsClosedUntilResynced(t *testing.T) {
+// floodAndResync runs a collector with a 4 KiB receive queue, parks its
+// event loop while a burst overflows the queue, and holds the resync that
+// follows to check that the state is unverified until it completes, then
+// verified and equal to the kernel's. It returns the collector and the
+// reason of the resync.
+func floodAndResync(t *testing.T, tweak ...func(*Collector)) (*Collector, string) {
+	t.Helper()
 	const links = 4
 	a := multiPair(t, links)
 	var reasons <-chan string
 	var releaseResync func()
-	c := start(t, a, Options{ReceiveBuffer: 4096}, func(c *Collector) {
+	c := start(t, a, Options{ReceiveBuffer: 4096}, append(tweak, func(c *Collector) {
 		reasons, releaseResync = holdResync(t, c)
-	})
+	})...)
 	releaseRead := stall(t, c)
 	flood(t, a, links)
 	releaseRead()
-	if r := recv(t, reasons, "a resync after the overflow"); r != ResyncOverflow && r != ResyncDrops {
-		t.Errorf("resync reason %q", r)
-	}
+	reason := recv(t, reasons, "a resync after the loss")
 	assertUnverified(t, c)
 	releaseResync()
 	assertVerified(t, c)
 	waitConverged(t, c, a)
+	return c, reason
+}
+
+func TestOverflowFailsClosedUntilResynced(t *testing.T) {
+	if _, r := floodAndResync(t); r != ResyncOverflow && r != ResyncDrops {
+		t.Errorf("resync reason %q", r)
+	}
 }
 
 // TestSilentDropsAreDetected turns off the kernel's ENOBUFS report
 // (NETLINK_NO_ENOBUFS), as happens after the first overflow of a
 // congestion episode: drops show only in SK_MEMINFO_DROPS.
 func TestSilentDropsAreDetected(t *testing.T) {
-	const links = 4
-	a := multiPair(t, links)
-	var reasons <-chan string
-	var releaseResync func()
-	c := start(t, a, Options{ReceiveBuffer: 4096}, func(c *Collector) {
-		reasons, releaseResync = holdResync(t, c)
+	c, r := floodAndResync(t, func(c *Collector) {
 		c.dialEvents = func(cfg *netlink.Config) (*netlink.Conn, error) {
 			conn, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
 			if err != nil {
@@ -125,16 +131,9 @@ func TestSilentDropsAreDetected(t *testing.T) {
 			return conn, nil
 		}
 	})
-	releaseRead := stall(t, c)
-	flood(t, a, links)
-	releaseRead()
-	if r := recv(t, reasons, "a resync after silent drops"); r != ResyncDrops {
+	if r != ResyncDrops {
 		t.Errorf("resync reason %q, want %q", r, ResyncDrops)
 	}
-	assertUnverified(t, c)
-	releaseResync()
-	assertVerified(t, c)
-	waitConverged(t, c, a)
 	got := exposition(t, c, "linkgate_netlink_socket_drops_total", "linkgate_netlink_resyncs_total")
 	if exposedValue(got, "linkgate_netlink_socket_drops_total") == 0 {
 		t.Errorf("drops not counted:\n%s", got)

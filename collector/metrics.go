@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/linkgate/linkgate/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,8 +18,6 @@ import (
 // clock and event counters. Collect renders a view as prometheus.Metric
 // values for a registry; WriteText renders it directly as exposition text.
 // Both walk the same table over the same view, so they cannot drift apart.
-
-const ns = "linkgate"
 
 // maxLabels is the most labels any family has (link_info).
 const maxLabels = 4
@@ -51,12 +50,12 @@ var (
 )
 
 // families, sorted by name at init: the order WriteText writes them in.
-var families = initFamilies([]*family{
-	{name: "link_up", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return b2f(l.Up) }),
+var families = initFamilies(append(trafficFamilies(), []*family{
+	{name: "link_up", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return metric.Bool(l.Up) }),
 		help: "Whether the link can carry traffic: operstate up, or unknown with admin up and carrier (operstates.rst)."},
-	{name: "link_admin_up", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return b2f(l.AdminUp) }),
+	{name: "link_admin_up", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return metric.Bool(l.AdminUp) }),
 		help: "Whether the link is administratively up (IFF_UP)."},
-	{name: "link_carrier", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return b2f(l.Carrier) }),
+	{name: "link_carrier", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return metric.Bool(l.Carrier) }),
 		help: "Whether the link has carrier (IFLA_CARRIER)."},
 	{name: "link_oper_state", typ: gauge, labels: []string{"device", "state"}, samples: operStates,
 		help: "RFC 2863 operational state of the link; 1 for the current state."},
@@ -70,22 +69,6 @@ var families = initFamilies([]*family{
 		help: "Up/down transitions of linkgate_link_up seen in rtnetlink events since start."},
 	{name: "link_last_change_timestamp_seconds", typ: gauge, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.LastChange.UnixNano()) / 1e9 }),
 		help: "Unix time of the last change of linkgate_link_up (or when the link was first seen)."},
-	{name: "link_receive_bytes_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxBytes) }),
-		help: "Bytes received (stats64)."},
-	{name: "link_receive_packets_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxPackets) }),
-		help: "Packets received (stats64)."},
-	{name: "link_receive_errors_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxErrors) }),
-		help: "Receive errors (stats64)."},
-	{name: "link_receive_dropped_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.RxDropped) }),
-		help: "Received packets dropped (stats64)."},
-	{name: "link_transmit_bytes_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxBytes) }),
-		help: "Bytes transmitted (stats64)."},
-	{name: "link_transmit_packets_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxPackets) }),
-		help: "Packets transmitted (stats64)."},
-	{name: "link_transmit_errors_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxErrors) }),
-		help: "Transmit errors (stats64)."},
-	{name: "link_transmit_dropped_total", typ: counter, labels: deviceLabel, samples: perLink(func(l *linkView) float64 { return float64(l.traffic.TxDropped) }),
-		help: "Transmitted packets dropped (stats64)."},
 	{name: "link_addresses", typ: gauge, labels: []string{"device", "family", "scope"}, samples: addresses,
 		help: "Number of addresses on the link by family and scope."},
 	{name: "route_default", typ: gauge, labels: familyLabel, samples: perFamily(func(v *view, i int) float64 { return float64(v.defaults[i]) }),
@@ -94,7 +77,7 @@ var families = initFamilies([]*family{
 		help: "Number of routes in all tables but local, by family."},
 	{name: "neighbors", typ: gauge, labels: []string{"device", "state"}, samples: neighbors,
 		help: "Neighbour cache entries by device and state."},
-	{name: "network_up", typ: gauge, samples: single(func(v *view) float64 { return b2f(v.snap.Network.Up) }),
+	{name: "network_up", typ: gauge, samples: single(func(v *view) float64 { return metric.Bool(v.snap.Network.Up) }),
 		help: "Whether the required network is up: all required interfaces up, or with none required any non-loopback link."},
 	{name: "network_outages_total", typ: counter, samples: single(func(v *view) float64 { return float64(v.snap.Network.Outages) }),
 		help: "Number of times the required network went down (including being down at start)."},
@@ -112,7 +95,7 @@ var families = initFamilies([]*family{
 		help: "Dump attempts that failed: interrupted (NLM_F_DUMP_INTR, retried) or error."},
 	{name: "netlink_socket_drops_total", typ: counter, samples: single(func(v *view) float64 { return float64(v.dropped) }),
 		help: "rtnetlink events the kernel dropped on the event socket (SK_MEMINFO_DROPS), each followed by a resync."},
-	{name: "netlink_state_verified", typ: gauge, samples: single(func(v *view) float64 { return b2f(v.snap.Verified) }),
+	{name: "netlink_state_verified", typ: gauge, samples: single(func(v *view) float64 { return metric.Bool(v.snap.Verified) }),
 		help: "1 while the snapshot is known to equal the kernel's state; 0 from a possible loss of events until the resync completes (network checks fail meanwhile)."},
 	{name: "netlink_verifications_total", typ: counter, labels: []string{"result"}, samples: byLabel(verifyResults, func(v *view) []uint64 { return v.verifications }),
 		help: "Anti-entropy checks (a full dump compared with the snapshot), by result: ok, diverged (repaired), busy (changes in flight, retried)."},
@@ -124,14 +107,38 @@ var families = initFamilies([]*family{
 		help: "How kernel state is followed: events (multicast) or polling (fallback); 1 for the current mode."},
 	{name: "netlink_snapshot_version", typ: gauge, samples: single(func(v *view) float64 { return float64(v.snap.Version) }),
 		help: "Version of the current kernel state snapshot; increases on every change."},
-})
+}...))
+
+// trafficFamilies are the links' traffic counters (stats64), one family
+// per counter.
+func trafficFamilies() []*family {
+	counters := []struct {
+		name, help string
+		value      func(*LinkStats) uint64
+	}{
+		{"link_receive_bytes_total", "Bytes received (stats64).", func(s *LinkStats) uint64 { return s.RxBytes }},
+		{"link_receive_packets_total", "Packets received (stats64).", func(s *LinkStats) uint64 { return s.RxPackets }},
+		{"link_receive_errors_total", "Receive errors (stats64).", func(s *LinkStats) uint64 { return s.RxErrors }},
+		{"link_receive_dropped_total", "Received packets dropped (stats64).", func(s *LinkStats) uint64 { return s.RxDropped }},
+		{"link_transmit_bytes_total", "Bytes transmitted (stats64).", func(s *LinkStats) uint64 { return s.TxBytes }},
+		{"link_transmit_packets_total", "Packets transmitted (stats64).", func(s *LinkStats) uint64 { return s.TxPackets }},
+		{"link_transmit_errors_total", "Transmit errors (stats64).", func(s *LinkStats) uint64 { return s.TxErrors }},
+		{"link_transmit_dropped_total", "Transmitted packets dropped (stats64).", func(s *LinkStats) uint64 { return s.TxDropped }},
+	}
+	fs := make([]*family, len(counters))
+	for i, c := range counters {
+		fs[i] = &family{name: c.name, help: c.help, typ: counter, labels: deviceLabel,
+			samples: perLink(func(l *linkView) float64 { return float64(c.value(&l.traffic)) })}
+	}
+	return fs
+}
 
 func initFamilies(fs []*family) []*family {
 	for _, f := range fs {
 		if len(f.labels) > maxLabels {
 			panic("collector: " + f.name + " has more than maxLabels labels")
 		}
-		f.name = prometheus.BuildFQName(ns, "", f.name)
+		f.name = metric.Name("", f.name)
 		f.desc = prometheus.NewDesc(f.name, f.help, f.labels, nil)
 		f.text = newFamilyText(f)
 	}
@@ -172,7 +179,7 @@ func operStates(v *view, yield func(sample) bool) {
 	for i := range v.links {
 		l := &v.links[i]
 		for _, o := range OperStates {
-			if !yield(sample{labels: [maxLabels]string{l.device, o.String()}, value: b2f(o == l.OperState)}) {
+			if !yield(sample{labels: [maxLabels]string{l.device, o.String()}, value: metric.Bool(o == l.OperState)}) {
 				return
 			}
 		}
@@ -216,7 +223,7 @@ func neighbors(v *view, yield func(sample) bool) {
 
 func requiredUp(v *view, yield func(sample) bool) {
 	for _, r := range v.required {
-		if !yield(sample{labels: [maxLabels]string{r.device}, value: b2f(r.up)}) {
+		if !yield(sample{labels: [maxLabels]string{r.device}, value: metric.Bool(r.up)}) {
 			return
 		}
 	}
@@ -243,15 +250,8 @@ func byLabel(names []string, values func(v *view) []uint64) func(*view, func(sam
 }
 
 func mode(v *view, yield func(sample) bool) {
-	_ = yield(sample{labels: [maxLabels]string{"events"}, value: b2f(!v.polling)}) &&
-		yield(sample{labels: [maxLabels]string{"polling"}, value: b2f(v.polling)})
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
+	_ = yield(sample{labels: [maxLabels]string{"events"}, value: metric.Bool(!v.polling)}) &&
+		yield(sample{labels: [maxLabels]string{"polling"}, value: metric.Bool(v.polling)})
 }
 
 // view is what one scrape reads, taken once so that every family of the
@@ -296,7 +296,6 @@ type addrCount struct {
 type neighCount struct {
 	device string
 	state  string
-	raw    NeighState
 	n      int
 }
 
@@ -371,19 +370,11 @@ func loadCounters(dst []uint64, names []string, m map[string]*atomic.Uint64) []u
 
 // exported returns the exported link with the given index.
 func (v *view) exported(index int) (*linkView, bool) {
-	lo, hi := 0, len(v.links)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if v.links[m].Index < index {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+	i, ok := slices.BinarySearchFunc(v.links, index, func(l linkView, index int) int { return cmp.Compare(l.Index, index) })
+	if !ok {
+		return nil, false
 	}
-	if lo < len(v.links) && v.links[lo].Index == index {
-		return &v.links[lo], true
-	}
-	return nil, false
+	return &v.links[i], true
 }
 
 // countAddresses counts addresses by link, family and scope.
@@ -402,7 +393,7 @@ func (v *view) countNeighbors(neighs []Neighbor) {
 		func(n Neighbor) int { return n.LinkIndex },
 		func(n Neighbor) NeighState { return n.State },
 		func(l *linkView, k NeighState, n int) {
-			v.neighs = append(v.neighs, neighCount{device: l.device, state: neighStateLabel(k), raw: k, n: n})
+			v.neighs = append(v.neighs, neighCount{device: l.device, state: neighStateLabel(k), n: n})
 		})
 }
 

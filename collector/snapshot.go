@@ -1,16 +1,20 @@
 package collector
 
 import (
+	"cmp"
 	"net/netip"
-	"sort"
+	"slices"
+	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // OperState is a link's RFC 2863 operational state as the kernel reports it
 // in IFLA_OPERSTATE (include/uapi/linux/if.h).
 type OperState uint8
 
-// Operational states, in kernel order.
+// Operational states (IF_OPER_*), in kernel order.
 const (
 	OperUnknown OperState = iota
 	OperNotPresent
@@ -59,8 +63,8 @@ type Family uint8
 
 // Address families as in <sys/socket.h>.
 const (
-	FamilyIPv4 Family = 2  // AF_INET
-	FamilyIPv6 Family = 10 // AF_INET6
+	FamilyIPv4 Family = unix.AF_INET
+	FamilyIPv6 Family = unix.AF_INET6
 )
 
 func (f Family) String() string {
@@ -76,20 +80,80 @@ func (f Family) String() string {
 // Scope is an address or route scope (RT_SCOPE_*).
 type Scope uint8
 
+// Scopes as in include/uapi/linux/rtnetlink.h.
+const (
+	ScopeGlobal  Scope = unix.RT_SCOPE_UNIVERSE // "global" in iproute2 and in metrics
+	ScopeSite    Scope = unix.RT_SCOPE_SITE
+	ScopeLink    Scope = unix.RT_SCOPE_LINK
+	ScopeHost    Scope = unix.RT_SCOPE_HOST
+	ScopeNowhere Scope = unix.RT_SCOPE_NOWHERE
+)
+
 func (s Scope) String() string {
 	switch s {
-	case 0:
+	case ScopeGlobal:
 		return "global"
-	case 200:
+	case ScopeSite:
 		return "site"
-	case 253:
+	case ScopeLink:
 		return "link"
-	case 254:
+	case ScopeHost:
 		return "host"
-	case 255:
+	case ScopeNowhere:
 		return "nowhere"
 	}
 	return "other"
+}
+
+// RouteType is a route's type (RTN_*): what the kernel does with a packet
+// that matches it.
+type RouteType uint8
+
+// Route types as in include/uapi/linux/rtnetlink.h.
+const (
+	RouteUnspec      RouteType = unix.RTN_UNSPEC
+	RouteUnicast     RouteType = unix.RTN_UNICAST     // a gateway or direct route
+	RouteLocal       RouteType = unix.RTN_LOCAL       // an address of this host
+	RouteBroadcast   RouteType = unix.RTN_BROADCAST   // accept locally as broadcast, send as broadcast
+	RouteAnycast     RouteType = unix.RTN_ANYCAST     // accept locally as broadcast, send as unicast
+	RouteMulticast   RouteType = unix.RTN_MULTICAST   // a multicast route
+	RouteBlackhole   RouteType = unix.RTN_BLACKHOLE   // drop
+	RouteUnreachable RouteType = unix.RTN_UNREACHABLE // the destination is unreachable
+	RouteProhibit    RouteType = unix.RTN_PROHIBIT    // administratively prohibited
+	RouteThrow       RouteType = unix.RTN_THROW       // not in this table: go on with the next rule
+	RouteNAT         RouteType = unix.RTN_NAT         // translate this address
+	RouteXResolve    RouteType = unix.RTN_XRESOLVE    // use an external resolver
+)
+
+// String returns the type as iproute2 names it, or "type N".
+func (t RouteType) String() string {
+	switch t {
+	case RouteUnspec:
+		return "unspec"
+	case RouteUnicast:
+		return "unicast"
+	case RouteLocal:
+		return "local"
+	case RouteBroadcast:
+		return "broadcast"
+	case RouteAnycast:
+		return "anycast"
+	case RouteMulticast:
+		return "multicast"
+	case RouteBlackhole:
+		return "blackhole"
+	case RouteUnreachable:
+		return "unreachable"
+	case RouteProhibit:
+		return "prohibit"
+	case RouteThrow:
+		return "throw"
+	case RouteNAT:
+		return "nat"
+	case RouteXResolve:
+		return "xresolve"
+	}
+	return "type " + strconv.Itoa(int(t))
 }
 
 // NeighState is a neighbour cache entry state (NUD_* bits).
@@ -97,19 +161,16 @@ type NeighState uint16
 
 // Neighbour states as in include/uapi/linux/neighbour.h.
 const (
-	NeighIncomplete NeighState = 0x01
-	NeighReachable  NeighState = 0x02
-	NeighStale      NeighState = 0x04
-	NeighDelay      NeighState = 0x08
-	NeighProbe      NeighState = 0x10
-	NeighFailed     NeighState = 0x20
-	NeighNoARP      NeighState = 0x40
-	NeighPermanent  NeighState = 0x80
-	NeighNone       NeighState = 0x00
+	NeighIncomplete NeighState = unix.NUD_INCOMPLETE
+	NeighReachable  NeighState = unix.NUD_REACHABLE
+	NeighStale      NeighState = unix.NUD_STALE
+	NeighDelay      NeighState = unix.NUD_DELAY
+	NeighProbe      NeighState = unix.NUD_PROBE
+	NeighFailed     NeighState = unix.NUD_FAILED
+	NeighNoARP      NeighState = unix.NUD_NOARP
+	NeighPermanent  NeighState = unix.NUD_PERMANENT
+	NeighNone       NeighState = unix.NUD_NONE
 )
-
-// NeighStates lists the states exposed as label values.
-var NeighStates = []NeighState{NeighIncomplete, NeighReachable, NeighStale, NeighDelay, NeighProbe, NeighFailed, NeighNoARP, NeighPermanent, NeighNone}
 
 func (n NeighState) String() string {
 	switch n {
@@ -189,9 +250,9 @@ type Address struct {
 
 // Address flags that make an address unusable as a source.
 const (
-	AddrFlagDADFailed  = 0x08 // IFA_F_DADFAILED: duplicate address detected
-	AddrFlagOptimistic = 0x04 // IFA_F_OPTIMISTIC: usable during duplicate address detection (RFC 4429)
-	AddrFlagTentative  = 0x40 // IFA_F_TENTATIVE: duplicate address detection still running
+	AddrFlagDADFailed  = unix.IFA_F_DADFAILED  // duplicate address detected
+	AddrFlagOptimistic = unix.IFA_F_OPTIMISTIC // usable during duplicate address detection (RFC 4429)
+	AddrFlagTentative  = unix.IFA_F_TENTATIVE  // duplicate address detection still running
 )
 
 // Usable reports whether the address can be used: not still in, and not
@@ -209,14 +270,14 @@ type Route struct {
 	Priority  uint32
 	Tos       uint8
 	Protocol  uint8
-	Type      uint8 // RTN_*: 1 unicast, 2 local, 6 blackhole, 7 unreachable, ...
+	Type      RouteType
 }
 
 // Default reports whether r is a default route.
 func (r Route) Default() bool { return r.Dst.IsValid() && r.Dst.Bits() == 0 }
 
 // TableMain is the kernel's main routing table (RT_TABLE_MAIN).
-const TableMain = 254
+const TableMain = unix.RT_TABLE_MAIN
 
 // Neighbor is one neighbour (ARP / NDP) cache entry.
 type Neighbor struct {
@@ -286,12 +347,15 @@ func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
 
 // LinkByIndex finds a link by interface index.
 func (s *Snapshot) LinkByIndex(index int) (Link, bool) {
-	i := sort.Search(len(s.Links), func(i int) bool { return s.Links[i].Index >= index })
-	if i < len(s.Links) && s.Links[i].Index == index {
+	if i, ok := slices.BinarySearchFunc(s.Links, index, compareLinkIndex); ok {
 		return s.Links[i], true
 	}
 	return Link{}, false
 }
+
+// compareLinkIndex orders a link against an interface index, for binary
+// searches of tables sorted by index.
+func compareLinkIndex(l Link, index int) int { return cmp.Compare(l.Index, index) }
 
 // LinkByName finds a link by name.
 func (s *Snapshot) LinkByName(name string) (Link, bool) {

@@ -18,9 +18,7 @@ import (
 // the snapshot, which re-sorts only the tables marked changed, equals one
 // rebuilt from scratch.
 func TestSnapshotReusesOnlyUnchangedTables(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	rng := replayRand(t)
 	st := newState()
 	now := time.Unix(0, 0)
 	for i := range 3000 {
@@ -32,8 +30,8 @@ func TestSnapshotReusesOnlyUnchangedTables(t *testing.T) {
 		if rng.IntN(5) == 0 {
 			// The event loop's route/neighbour re-dump after a flush.
 			routes, neighs := redumped(st, rng)
-			st.replaceRoutes(routes)
-			st.replaceNeighbors(neighs)
+			replaceTable(st, routeTable, &st.routes, routes)
+			replaceTable(st, neighTable, &st.neighs, neighs)
 		}
 		if !ch.changed && rng.IntN(3) != 0 {
 			continue // publish only sometimes, like the loop
@@ -113,7 +111,7 @@ func randomMessage(t *testing.T, rng *rand.Rand) netlink.Message {
 		}
 		var flags uint32
 		if rng.IntN(2) == 0 {
-			flags = unix.IFF_UP | iffLowerUp
+			flags = unix.IFF_UP | unix.IFF_LOWER_UP
 		}
 		body = &rtnetlink.LinkMessage{Index: ix, Flags: flags, Attributes: &rtnetlink.LinkAttributes{
 			Name: fmt.Sprintf("eth%d", ix), MTU: uint32(1400 + rng.IntN(3)), Type: 1,
@@ -147,4 +145,27 @@ func randomMessage(t *testing.T, rng *rand.Rand) netlink.Message {
 		t.Fatal(err)
 	}
 	return netlink.Message{Header: netlink.Header{Type: typ}, Data: data}
+}
+
+func TestKernelNames(t *testing.T) {
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{RouteUnicast.String(), "unicast"},
+		{RouteLocal.String(), "local"},
+		{RouteBroadcast.String(), "broadcast"},
+		{RouteBlackhole.String(), "blackhole"},
+		{RouteUnreachable.String(), "unreachable"},
+		{RouteProhibit.String(), "prohibit"},
+		{RouteThrow.String(), "throw"},
+		{RouteType(unix.RTN_MAX + 1).String(), "type 12"},
+		{ScopeGlobal.String(), "global"},
+		{ScopeLink.String(), "link"},
+		{ScopeHost.String(), "host"},
+		{Scope(1).String(), "other"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
 }

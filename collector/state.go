@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,16 +13,6 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-)
-
-// Kernel constants not exported by x/sys/unix under these names.
-const (
-	rtmFCloned  = 0x200 // RTM_F_CLONED: a route cache entry, not a route
-	tableLocal  = 255   // RT_TABLE_LOCAL: addresses of this host, not routing state
-	afBridge    = 7     // AF_BRIDGE: bridge port / FDB messages share RTMGRP_LINK/NEIGH
-	iffLowerUp  = 0x10000
-	iffLoopback = unix.IFF_LOOPBACK
-	iffAdminUp  = unix.IFF_UP
 )
 
 // errIgnored marks a message that decoded fine but is not state we keep
@@ -134,91 +125,66 @@ type change struct {
 // apply decodes one rtnetlink message and applies it. Decode errors are
 // returned wrapped; errIgnored for messages outside the kept state.
 func (s *state) apply(m netlink.Message, now time.Time) (change, error) {
+	var del bool
+	switch m.Header.Type {
+	case unix.RTM_DELLINK, unix.RTM_DELADDR, unix.RTM_DELROUTE, unix.RTM_DELNEIGH:
+		del = true
+	}
 	switch m.Header.Type {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
-		var lm rtnetlink.LinkMessage
-		if err := lm.UnmarshalBinary(m.Data); err != nil {
-			return change{}, fmt.Errorf("decode link message: %w", err)
+		l, err := decodeLink(m.Data)
+		if err != nil {
+			return change{}, err
 		}
-		if lm.Family == afBridge {
-			return change{}, errIgnored
+		if del {
+			return s.deleteLink(l.Index), nil
 		}
-		if m.Header.Type == unix.RTM_DELLINK {
-			return s.deleteLink(int(lm.Index)), nil
-		}
-		return s.setLink(decodeLink(&lm), now), nil
+		return s.setLink(l, now), nil
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
-		var am rtnetlink.AddressMessage
-		if err := am.UnmarshalBinary(m.Data); err != nil {
-			return change{}, fmt.Errorf("decode address message: %w", err)
+		a, err := decodeAddress(m.Data)
+		if err != nil {
+			return change{}, err
 		}
-		a, ok := decodeAddress(&am)
-		if !ok {
-			return change{}, errIgnored
-		}
-		k := addrKey{a.LinkIndex, a.Prefix}
-		if m.Header.Type == unix.RTM_DELADDR || !announced(a) {
-			_, had := s.addrs[k]
-			delete(s.addrs, k)
-			s.touchIf(had, addrTable)
-			return change{changed: had, flush: true}, nil
-		}
-		old, had := s.addrs[k]
-		s.addrs[k] = a
-		changed := !had || old != a
-		s.touchIf(changed, addrTable)
-		return change{changed: changed}, nil
+		// An address that stops being announced is gone from the kept
+		// state (see announced). Losing an address may flush routes.
+		del = del || !announced(a)
+		return change{changed: setEntry(s, addrTable, s.addrs, a.key(), a, del), flush: del}, nil
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
-		var rm rtnetlink.RouteMessage
-		if err := rm.UnmarshalBinary(m.Data); err != nil {
-			return change{}, fmt.Errorf("decode route message: %w", err)
+		r, err := decodeRoute(m.Data)
+		if err != nil {
+			return change{}, err
 		}
-		r, ok := decodeRoute(&rm)
-		if !ok {
-			return change{}, errIgnored
-		}
-		k := r.key()
-		if m.Header.Type == unix.RTM_DELROUTE {
-			_, had := s.routes[k]
-			delete(s.routes, k)
-			s.touchIf(had, routeTable)
-			return change{changed: had}, nil
-		}
-		changed := false
-		if m.Header.Flags&netlink.Replace != 0 {
-			// A replacement notification (NLM_F_REPLACE) supersedes the
-			// route with the same identity whatever its next hop: no
-			// RTM_DELROUTE comes for the old one.
-			changed = s.deleteRoutesLike(r)
-		}
-		old, had := s.routes[k]
-		s.routes[k] = r
-		changed = changed || !had || old != r
-		s.touchIf(changed, routeTable)
-		return change{changed: changed}, nil
+		// A replacement notification (NLM_F_REPLACE) supersedes the route
+		// with the same identity whatever its next hop: no RTM_DELROUTE
+		// comes for the old one.
+		replaced := !del && m.Header.Flags&netlink.Replace != 0 && s.deleteRoutesLike(r)
+		changed := setEntry(s, routeTable, s.routes, r.key(), r, del)
+		s.touchIf(replaced, routeTable)
+		return change{changed: changed || replaced}, nil
 	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
-		var nm rtnetlink.NeighMessage
-		if err := nm.UnmarshalBinary(m.Data); err != nil {
-			return change{}, fmt.Errorf("decode neighbour message: %w", err)
+		n, err := decodeNeighbor(m.Data)
+		if err != nil {
+			return change{}, err
 		}
-		n, ok := decodeNeighbor(&nm)
-		if !ok {
-			return change{}, errIgnored
-		}
-		k := neighKey{n.LinkIndex, n.IP}
-		if m.Header.Type == unix.RTM_DELNEIGH {
-			_, had := s.neighs[k]
-			delete(s.neighs, k)
-			s.touchIf(had, neighTable)
-			return change{changed: had}, nil
-		}
-		old, had := s.neighs[k]
-		s.neighs[k] = n
-		changed := !had || old != n
-		s.touchIf(changed, neighTable)
-		return change{changed: changed}, nil
+		return change{changed: setEntry(s, neighTable, s.neighs, n.key(), n, del)}, nil
 	}
 	return change{}, errIgnored
+}
+
+// setEntry stores v under k in m, one of s's tables (t), or with del
+// removes k, and reports whether that changed m (touching t if so).
+func setEntry[K, V comparable](s *state, t tables, m map[K]V, k K, v V, del bool) bool {
+	var changed bool
+	if del {
+		_, changed = m[k]
+		delete(m, k)
+	} else {
+		old, had := m[k]
+		m[k] = v
+		changed = !had || old != v
+	}
+	s.touchIf(changed, t)
+	return changed
 }
 
 // setLink stores l, carrying over what the kernel does not send (the up
@@ -300,35 +266,12 @@ func (s *state) deleteRoutesLike(r Route) bool {
 	return deleted
 }
 
-// replaceRoutes swaps in a freshly dumped route table.
-func (s *state) replaceRoutes(routes map[routeKey]Route) bool {
-	changed := len(routes) != len(s.routes)
-	if !changed {
-		for k, r := range routes {
-			if o, ok := s.routes[k]; !ok || o != r {
-				changed = true
-				break
-			}
-		}
-	}
-	s.routes = routes
-	s.touchIf(changed, routeTable)
-	return changed
-}
-
-// replaceNeighbors swaps in a freshly dumped neighbour table.
-func (s *state) replaceNeighbors(neighs map[neighKey]Neighbor) bool {
-	changed := len(neighs) != len(s.neighs)
-	if !changed {
-		for k, n := range neighs {
-			if o, ok := s.neighs[k]; !ok || o != n {
-				changed = true
-				break
-			}
-		}
-	}
-	s.neighs = neighs
-	s.touchIf(changed, neighTable)
+// replaceTable swaps in fresh, a freshly dumped table, for *m, one of
+// s's tables (t), and reports whether it differs (touching t if so).
+func replaceTable[K, V comparable](s *state, t tables, m *map[K]V, fresh map[K]V) bool {
+	changed := !maps.Equal(*m, fresh)
+	*m = fresh
+	s.touchIf(changed, t)
 	return changed
 }
 
@@ -338,16 +281,34 @@ func (s *state) touchIf(changed bool, t tables) {
 	}
 }
 
+func (a Address) key() addrKey { return addrKey{a.LinkIndex, a.Prefix} }
+
 func (r Route) key() routeKey {
 	return routeKey{r.Family, r.Table, r.Dst, r.Tos, r.Priority, r.Gateway, r.LinkIndex}
 }
 
-func decodeLink(m *rtnetlink.LinkMessage) Link {
+func (n Neighbor) key() neighKey { return neighKey{n.LinkIndex, n.IP} }
+
+// The decoders turn one message body into the object the state keeps,
+// for events (state.apply) and dumps (decodeDump) alike. They return
+// errIgnored for a message outside the kept state. Each unmarshals into a
+// message of its own type, which stays on the stack.
+
+func decodeLink(b []byte) (Link, error) {
+	var m rtnetlink.LinkMessage
+	if err := m.UnmarshalBinary(b); err != nil {
+		return Link{}, fmt.Errorf("decode link message: %w", err)
+	}
+	if m.Family == unix.AF_BRIDGE {
+		// Bridge port messages share RTMGRP_LINK but describe no link of
+		// their own.
+		return Link{}, errIgnored
+	}
 	l := Link{
 		Index:    int(m.Index),
-		AdminUp:  m.Flags&iffAdminUp != 0,
-		Loopback: m.Flags&iffLoopback != 0,
-		Carrier:  m.Flags&iffLowerUp != 0,
+		AdminUp:  m.Flags&unix.IFF_UP != 0,
+		Loopback: m.Flags&unix.IFF_LOOPBACK != 0,
+		Carrier:  m.Flags&unix.IFF_LOWER_UP != 0,
 	}
 	if a := m.Attributes; a != nil {
 		l.Name = a.Name
@@ -381,7 +342,7 @@ func decodeLink(m *rtnetlink.LinkMessage) Link {
 		}
 	}
 	l.Up = IsUp(l.OperState, l.AdminUp, l.Carrier)
-	return l
+	return l, nil
 }
 
 func ipAddr(ip net.IP) (netip.Addr, bool) {
@@ -395,10 +356,21 @@ func ipAddr(ip net.IP) (netip.Addr, bool) {
 	return a.Unmap(), ok
 }
 
-func decodeAddress(m *rtnetlink.AddressMessage) (Address, bool) {
-	fam := Family(m.Family)
-	if (fam != FamilyIPv4 && fam != FamilyIPv6) || m.Attributes == nil {
-		return Address{}, false
+// inetFamily returns a message's family field (8 or 16 bits wide) as a
+// Family, and whether it is one linkgate keeps (IPv4 or IPv6).
+func inetFamily[F uint8 | uint16](f F) (Family, bool) {
+	fam := Family(f)
+	return fam, fam == FamilyIPv4 || fam == FamilyIPv6
+}
+
+func decodeAddress(b []byte) (Address, error) {
+	var m rtnetlink.AddressMessage
+	if err := m.UnmarshalBinary(b); err != nil {
+		return Address{}, fmt.Errorf("decode address message: %w", err)
+	}
+	fam, ok := inetFamily(m.Family)
+	if !ok || m.Attributes == nil {
+		return Address{}, errIgnored
 	}
 	// IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on
 	// point-to-point links. Prefer the local one when present.
@@ -408,20 +380,20 @@ func decodeAddress(m *rtnetlink.AddressMessage) (Address, bool) {
 	}
 	a, ok := ipAddr(ip)
 	if !ok {
-		return Address{}, false
+		return Address{}, errIgnored
 	}
 	if fam == FamilyIPv6 {
 		a = netip.AddrFrom16(a.As16())
 	}
 	p, err := a.Prefix(int(m.PrefixLength))
 	if err != nil {
-		return Address{}, false
+		return Address{}, errIgnored
 	}
 	flags := uint32(m.Flags)
 	if m.Attributes.Flags != 0 {
 		flags = m.Attributes.Flags // IFA_FLAGS: the 32-bit superset
 	}
-	return Address{LinkIndex: int(m.Index), Family: fam, Prefix: netip.PrefixFrom(a, p.Bits()), Scope: Scope(m.Scope), Flags: flags}, true
+	return Address{LinkIndex: int(m.Index), Family: fam, Prefix: netip.PrefixFrom(a, p.Bits()), Scope: Scope(m.Scope), Flags: flags}, nil
 }
 
 // announced reports whether the kernel notifies an address's existence:
@@ -434,17 +406,23 @@ func announced(a Address) bool {
 	return a.Family != FamilyIPv6 || a.Flags&AddrFlagTentative == 0 || a.Flags&(AddrFlagOptimistic|AddrFlagDADFailed) != 0
 }
 
-func decodeRoute(m *rtnetlink.RouteMessage) (Route, bool) {
-	fam := Family(m.Family)
-	if fam != FamilyIPv4 && fam != FamilyIPv6 {
-		return Route{}, false
+func decodeRoute(b []byte) (Route, error) {
+	var m rtnetlink.RouteMessage
+	if err := m.UnmarshalBinary(b); err != nil {
+		return Route{}, fmt.Errorf("decode route message: %w", err)
+	}
+	fam, ok := inetFamily(m.Family)
+	if !ok {
+		return Route{}, errIgnored
 	}
 	table := uint32(m.Table)
 	if m.Attributes.Table != 0 {
 		table = m.Attributes.Table
 	}
-	if table == tableLocal || m.Flags&rtmFCloned != 0 || m.Type == unix.RTN_MULTICAST {
-		return Route{}, false
+	// The local table holds addresses of this host, not routing state; a
+	// cloned route (RTM_F_CLONED) is a route cache entry, not a route.
+	if table == unix.RT_TABLE_LOCAL || m.Flags&unix.RTM_F_CLONED != 0 || RouteType(m.Type) == RouteMulticast {
+		return Route{}, errIgnored
 	}
 	var dst netip.Addr
 	if d, ok := ipAddr(m.Attributes.Dst); ok {
@@ -465,7 +443,7 @@ func decodeRoute(m *rtnetlink.RouteMessage) (Route, bool) {
 		Priority:  m.Attributes.Priority,
 		Tos:       m.Tos,
 		Protocol:  m.Protocol,
-		Type:      m.Type,
+		Type:      RouteType(m.Type),
 	}
 	if g, ok := ipAddr(m.Attributes.Gateway); ok {
 		r.Gateway = g
@@ -479,28 +457,32 @@ func decodeRoute(m *rtnetlink.RouteMessage) (Route, bool) {
 			r.LinkIndex = int(nh.Hop.IfIndex)
 		}
 	}
-	return r, true
+	return r, nil
 }
 
-func decodeNeighbor(m *rtnetlink.NeighMessage) (Neighbor, bool) {
-	fam := Family(m.Family)
-	if (fam != FamilyIPv4 && fam != FamilyIPv6) || m.Attributes == nil {
-		return Neighbor{}, false
+func decodeNeighbor(b []byte) (Neighbor, error) {
+	var m rtnetlink.NeighMessage
+	if err := m.UnmarshalBinary(b); err != nil {
+		return Neighbor{}, fmt.Errorf("decode neighbour message: %w", err)
+	}
+	fam, ok := inetFamily(m.Family)
+	if !ok || m.Attributes == nil {
+		return Neighbor{}, errIgnored
 	}
 	ip, ok := ipAddr(m.Attributes.Address)
 	if !ok {
-		return Neighbor{}, false
+		return Neighbor{}, errIgnored
 	}
 	if ip.IsMulticast() {
 		// The kernel creates multicast entries (NOARP) silently, without
 		// a notification; they say nothing about reachability.
-		return Neighbor{}, false
+		return Neighbor{}, errIgnored
 	}
 	n := Neighbor{LinkIndex: int(m.Index), Family: fam, IP: ip, State: NeighState(m.State)}
 	if len(m.Attributes.LLAddress) > 0 {
 		n.MAC = m.Attributes.LLAddress.String()
 	}
-	return n, true
+	return n, nil
 }
 
 // snapshot builds an immutable, sorted view of s, re-sorting only the
@@ -547,7 +529,7 @@ func (s *state) relink() bool {
 	}
 	next := slices.Clone(s.sortedLinks)
 	for _, ix := range s.relinked {
-		i, ok := slices.BinarySearchFunc(next, ix, func(l Link, ix int) int { return cmp.Compare(l.Index, ix) })
+		i, ok := slices.BinarySearchFunc(next, ix, compareLinkIndex)
 		l, exists := s.links[ix]
 		if !ok || !exists {
 			return false

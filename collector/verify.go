@@ -34,12 +34,9 @@ func (s *state) adopt(k *kernelState, now time.Time) {
 			s.touch(linkTable)
 		}
 	}
-	if !maps.Equal(s.addrs, k.addrs) {
-		s.addrs = k.addrs
-		s.touch(addrTable)
-	}
-	s.replaceRoutes(k.routes)
-	s.replaceNeighbors(k.neighs)
+	replaceTable(s, addrTable, &s.addrs, k.addrs)
+	replaceTable(s, routeTable, &s.routes, k.routes)
+	replaceTable(s, neighTable, &s.neighs, k.neighs)
 }
 
 // difference is one object that differs between the state and a dump.

@@ -287,6 +287,26 @@ func classifyMessage(msg string) (Class, Kind, bool) {
 	return "", "", false
 }
 
+// failure is an attempt's error as Status and the metrics show it; the
+// zero failure is a success.
+type failure struct {
+	class  Class
+	kind   Kind
+	reason string // the error text: errors are built without secrets
+}
+
+// classifyFailure classifies err; nil is the zero failure.
+func classifyFailure(err error) failure {
+	if err == nil {
+		return failure{}
+	}
+	class, kind := Classify(err)
+	return failure{class: class, kind: kind, reason: err.Error()}
+}
+
+// ok says the attempt succeeded: Classify gives every error a class.
+func (f failure) ok() bool { return f.class == "" }
+
 // opError wraps err with its operation and target; nil stays nil.
 func opError(op, target string, err error) error {
 	if err == nil {

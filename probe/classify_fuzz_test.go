@@ -19,6 +19,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/linkgate/linkgate/internal/redact"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	vimxml "github.com/vmware/govmomi/vim25/xml"
@@ -378,8 +379,9 @@ var schemeErrorRE = regexp.MustCompile(`^scheme "([a-z][a-z0-9+.\-]*)": only htt
 //     password of the Config;
 //   - a parsed target is https, without user info, query or fragment,
 //     with a host and a path; its name is the URL's host[:port] and its
-//     host the host name, neither with an '@'; the URL printed parses
-//     again without user info and with the same host;
+//     host the host name, neither with an '@'; redact.Target shows the
+//     name as it is; the URL printed parses again without user info and
+//     with the same host;
 //   - parsing the parsed URL again gives the same target (unless its path
 //     holds an '@', which parsing refuses as it refuses any).
 func FuzzParseEndpoint(f *testing.F) {
@@ -420,6 +422,11 @@ func FuzzParseEndpoint(f *testing.F) {
 			if strings.Contains(s, "@") {
 				t.Fatalf("parseEndpoint(%q): %q holds an '@'", raw, s)
 			}
+		}
+		// The name (Status.Target, the target label) is what the one
+		// redaction rule shows of it.
+		if shown := redact.Target(ep.name); shown != ep.name {
+			t.Fatalf("parseEndpoint(%q): name %q, which redact.Target shows as %q", raw, ep.name, shown)
 		}
 		if strings.Contains(u.Host, "%") && strings.ContainsFunc(u.Host, func(r rune) bool { return r >= utf8.RuneSelf }) {
 			// net/url accepts an IPv6 zone with non-ASCII bytes but

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	vimxml "github.com/vmware/govmomi/vim25/xml"
@@ -38,7 +39,7 @@ func newRealErrors(t *testing.T) realErrors {
 }
 
 func (r realErrors) dialRefused() error {
-	_, err := net.Dial("tcp", closedPort(r.t))
+	_, err := net.Dial("tcp", testkit.ClosedAddr(r.t))
 	return err
 }
 
@@ -80,7 +81,7 @@ func (r realErrors) contextDeadline() error {
 }
 
 func (r realErrors) dnsFailure() error {
-	dead := closedPort(r.t)
+	dead := testkit.ClosedAddr(r.t)
 	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "udp", dead)

@@ -6,95 +6,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock/fakeclock"
 )
 
-// fakeClock moves only when the test says so. Every NewTimer is reported
-// on timers, so a test can read the schedule the prober chose, wait for
-// the prober to be idle in it, and then move time past it.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	pending []*fakeTimer
-	timers  chan time.Duration // durations passed to NewTimer, in order
-}
+// epoch is when the fake clocks of these tests start.
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{
-		now:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		timers: make(chan time.Duration, 1000),
-	}
-}
+func newFakeClock() *fakeclock.Clock { return fakeclock.New(epoch) }
 
-type fakeTimer struct {
-	clk     *fakeClock
-	c       chan time.Time
-	at      time.Time
-	stopped bool
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) newTimer(d time.Duration) *fakeTimer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clk: c, c: make(chan time.Time, 1), at: c.now.Add(d)}
-	if d <= 0 {
-		t.c <- c.now
-		return t
-	}
-	c.pending = append(c.pending, t)
-	return t
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	t := c.newTimer(d)
-	c.timers <- d
-	return t
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time { return c.newTimer(d).c }
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-
-func (t *fakeTimer) Stop() bool {
-	t.clk.mu.Lock()
-	defer t.clk.mu.Unlock()
-	was := !t.stopped && len(t.c) == 0
-	t.stopped = true
-	return was
-}
-
-// Advance moves time forward by d and fires every timer that is due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	keep := c.pending[:0]
-	for _, t := range c.pending {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.now):
-			t.c <- c.now
-		default:
-			keep = append(keep, t)
-		}
-	}
-	c.pending = keep
-}
-
-// nextTimer returns the duration of the next NewTimer call.
-func (c *fakeClock) nextTimer(t *testing.T) time.Duration {
+// nextWait returns the next wait the schedule chose: the duration of the
+// next timer created, skipping the timers of the password and CA file
+// checks (fileCheckInterval), which the fake clock reports too. It is
+// for tests whose schedule never waits exactly fileCheckInterval; the
+// others read clk.NextTimer.
+func nextWait(t *testing.T, clk *fakeclock.Clock) time.Duration {
 	t.Helper()
-	select {
-	case d := <-c.timers:
-		return d
-	case <-time.After(guard):
-		t.Fatalf("no timer created within %v", guard)
-		return 0
+	for {
+		if d := clk.NextTimer(t, guard); d != fileCheckInterval {
+			return d
+		}
 	}
 }
 
@@ -163,32 +94,6 @@ func (n *fakeNetwork) set(up bool) {
 	n.up = up
 	close(n.changed)
 	n.changed = make(chan struct{})
-}
-
-// nextDeadline returns when the earliest pending timer fires; end if
-// there is none before it.
-func (c *fakeClock) nextDeadline(end time.Time) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	next := end
-	for _, t := range c.pending {
-		if !t.stopped && t.at.Before(next) {
-			next = t.at
-		}
-	}
-	return next
-}
-
-// drainTimers forgets the reported NewTimer durations, for tests that
-// drive the clock by deadlines instead of reading the schedule.
-func (c *fakeClock) drainTimers() {
-	for {
-		select {
-		case <-c.timers:
-		default:
-			return
-		}
-	}
 }
 
 // waitIdle waits until every prober schedule goroutine is blocked waiting

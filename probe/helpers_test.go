@@ -1,12 +1,10 @@
 package probe
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/pem"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
+	"github.com/linkgate/linkgate/internal/clock/fakeclock"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -168,7 +169,7 @@ func (s *sim) failLogins(f types.BaseMethodFault) {
 }
 
 // useClock records logins by clk's time.
-func (s *sim) useClock(clk Clock) {
+func (s *sim) useClock(clk clock.Clock) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.now = clk.Now
@@ -218,34 +219,24 @@ func (s *sim) probeSessions() []string {
 	return out
 }
 
-// baseConfig is a config for one simulator URL that trusts its CA.
+// config is a config for the simulator's URL that trusts its CA.
 func (s *sim) config() Config {
-	c := DefaultConfig()
-	c.URLs = []string{s.url()}
-	c.User = simUser
-	c.Password = simPass
+	c := configFor(s.url())
 	c.CAFile = s.caFile
+	return c
+}
+
+// configFor is a config for urls with the simulator's credentials.
+func configFor(urls ...string) Config {
+	c := DefaultConfig()
+	c.URLs = urls
+	c.User, c.Password = simUser, simPass
 	c.Timeout = 5 * time.Second
 	return c
 }
 
 // logBuffer collects log output for assertions (no secrets, warnings).
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer struct{ testkit.Buffer }
 
 // testLogger logs into the test's output, shown on failure or with -v.
 func testLogger(t *testing.T) *slog.Logger {
@@ -254,6 +245,27 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// newProber is New logging into the test's output (opts may replace
+// that); it fails the test on an error.
+func newProber(t *testing.T, cfg Config, network Network, opts ...Option) *Prober {
+	t.Helper()
+	p, err := New(cfg, network, append([]Option{WithLogger(testLogger(t))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runProber runs a prober on clk until the test ends, with the jitter
+// in the middle of its window (the plain schedule); opts may replace
+// that.
+func runProber(t *testing.T, clk *fakeclock.Clock, cfg Config, network Network, opts ...Option) *Prober {
+	t.Helper()
+	p := newProber(t, cfg, network, append([]Option{WithClock(clk), WithRand(fixedRand{0.5})}, opts...)...)
+	running(t, p)
+	return p
 }
 
 // running starts p.Run and stops it at cleanup, failing if Run does not
@@ -298,10 +310,10 @@ func waitStatus(t *testing.T, p *Prober, i int, what string, cond func(Status) b
 	}
 }
 
-// metric reads one series of p: a counter's or gauge's value, or a
+// metricValue reads one series of p: a counter's or gauge's value, or a
 // histogram's sample count. labels are name, value pairs besides target;
 // a series that does not exist reads as -1.
-func metric(t *testing.T, p *Prober, name string, labels ...string) float64 {
+func metricValue(t *testing.T, p *Prober, name string, labels ...string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(p); err != nil {
@@ -337,18 +349,6 @@ func metric(t *testing.T, p *Prober, name string, labels ...string) float64 {
 		}
 	}
 	return -1
-}
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock/fakeclock"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -24,22 +25,22 @@ const window = DefaultFailedLoginWindow
 // advanceTo moves the fake clock to at, jumping from one pending timer to
 // the next, each time once the prober has finished reacting (waitIdle):
 // every wake-up happens at the fake time it was due.
-func advanceTo(t *testing.T, clk *fakeClock, at time.Time) {
+func advanceTo(t *testing.T, clk *fakeclock.Clock, at time.Time) {
 	t.Helper()
 	for {
 		waitIdle(t)
-		clk.drainTimers()
+		clk.DrainCreated()
 		now := clk.Now()
 		if !now.Before(at) {
 			return
 		}
-		clk.Advance(clk.nextDeadline(at).Sub(now))
+		clk.Advance(clk.NextDeadline(at).Sub(now))
 	}
 }
 
 // drive runs the prober for total of fake time and calls act every
 // `every` (act(1) at every, act(2) at 2·every, ...).
-func drive(t *testing.T, clk *fakeClock, total, every time.Duration, act func(i int)) {
+func drive(t *testing.T, clk *fakeclock.Clock, total, every time.Duration, act func(i int)) {
 	t.Helper()
 	start := clk.Now()
 	for i := 1; time.Duration(i)*every < total; i++ {
@@ -78,7 +79,7 @@ func offsets(times []time.Time, start time.Time) []float64 {
 
 // lockoutProber runs a prober with a wrong password in a file against
 // the simulator, on a fake clock; edit adjusts the config.
-func lockoutProber(t *testing.T, nw Network, edit func(*Config)) (*sim, *Prober, *fakeClock, Config) {
+func lockoutProber(t *testing.T, nw Network, edit func(*Config)) (*sim, *Prober, *fakeclock.Clock, Config) {
 	t.Helper()
 	s := startSim(t, simOptions{})
 	cfg := s.config()
@@ -90,11 +91,7 @@ func lockoutProber(t *testing.T, nw Network, edit func(*Config)) (*sim, *Prober,
 	}
 	clk := newFakeClock()
 	s.useClock(clk)
-	p, err := New(cfg, nw, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
+	p := runProber(t, clk, cfg, nw)
 	return s, p, clk, cfg
 }
 
@@ -109,6 +106,16 @@ func checkLimit(t *testing.T, s *sim, start time.Time, limit int) []time.Time {
 		t.Errorf("%d failed logins in one %v window, want at most %d (at %v s)", n, window, limit, offsets(failed, start))
 	}
 	return failed
+}
+
+// checkRecheckCadence checks the limit, and that only the re-check
+// cadence of a rejected password (180s/3) made the failed logins.
+func checkRecheckCadence(t *testing.T, s *sim, start time.Time) {
+	t.Helper()
+	failed := checkLimit(t, s, start, 3)
+	if got := offsets(failed, start); fmt.Sprint(got) != "[0 60 120 180]" {
+		t.Errorf("failed logins at %v s, want at the re-check cadence [0 60 120 180]", got)
+	}
 }
 
 // TestLockoutPasswordFileTouched: touching the password file (a new mtime,
@@ -127,11 +134,7 @@ func TestLockoutPasswordFileTouched(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	failed := checkLimit(t, s, start, 3)
-	// Only the re-check cadence (180s/3) made them.
-	if got := offsets(failed, start); fmt.Sprint(got) != "[0 60 120 180]" {
-		t.Errorf("failed logins at %v s, want at the re-check cadence [0 60 120 180]", got)
-	}
+	checkRecheckCadence(t, s, start)
 }
 
 // TestLockoutNetworkFlapping: the network going down and coming back
@@ -146,10 +149,7 @@ func TestLockoutNetworkFlapping(t *testing.T) {
 		waitIdle(t)
 		nw.set(true)
 	})
-	failed := checkLimit(t, s, start, 3)
-	if got := offsets(failed, start); fmt.Sprint(got) != "[0 60 120 180]" {
-		t.Errorf("failed logins at %v s, want at the re-check cadence [0 60 120 180]", got)
-	}
+	checkRecheckCadence(t, s, start)
 }
 
 // TestLockoutNewWrongPasswords: a different wrong password every 10s is a
@@ -210,7 +210,7 @@ func TestLockoutAnyFailedLogin(t *testing.T) {
 				}
 				return
 			}
-			if st, _ := p.Status(); st[0].Class != Transient || st[0].Kind != string(KindServerFault) {
+			if st, _ := p.Status(); st[0].Class != Transient || st[0].Kind != KindServerFault {
 				t.Errorf("status %+v, want the last real failure (transient/server_fault)", st[0])
 			}
 		})
@@ -226,18 +226,15 @@ func TestLockoutProbeOnce(t *testing.T) {
 	cfg.Password = "wrong password"
 	cfg.MaxFailedLogins = 2
 	clk := newFakeClock()
-	p, err := New(cfg, nil, WithClock(clk), WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, nil, WithClock(clk))
 	for range 2 {
-		if st := p.ProbeOnce(context.Background())[0]; st.Kind != string(KindAuth) {
+		if st := p.ProbeOnce(context.Background())[0]; st.Kind != KindAuth {
 			t.Fatalf("status %+v, want auth", st)
 		}
 		clk.Advance(time.Second)
 	}
 	st := p.ProbeOnce(context.Background())[0]
-	if st.Class != Transient || st.Kind != string(KindLoginLimited) || st.Up {
+	if st.Class != Transient || st.Kind != KindLoginLimited || st.Up {
 		t.Fatalf("third ProbeOnce: %+v, want transient/login_limited", st)
 	}
 	if !strings.Contains(st.Reason, "2 failed logins within 3m0s") || !strings.Contains(st.Reason, s.addr) {
@@ -248,17 +245,16 @@ func TestLockoutProbeOnce(t *testing.T) {
 	}
 	// The first failure ages out at 180s after it.
 	clk.Advance(window - 2*time.Second)
-	if st := p.ProbeOnce(context.Background())[0]; st.Kind != string(KindAuth) {
+	if st := p.ProbeOnce(context.Background())[0]; st.Kind != KindAuth {
 		t.Fatalf("after the window: %+v, want auth (a login was sent)", st)
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "failure"); got != 3 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "failure"); got != 3 {
 		t.Errorf("failed logins = %v, want 3", got)
 	}
 }
 
 func TestLoginLimiter(t *testing.T) {
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	at := func(s int) time.Time { return epoch.Add(time.Duration(s) * time.Second) }
 	l := newLoginLimiter(3, window)
 
 	fail := func(s int) {
@@ -368,11 +364,8 @@ func TestFailedLoginLimitCannotBeSwitchedOff(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.URLs, cfg.User, cfg.Password = []string{"vc.example"}, "u", "p"
 	cfg.MaxFailedLogins, cfg.FailedLoginWindow = 0, 0
-	p, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := metric(t, p, "linkgate_vcenter_login_failures_remaining"); got != DefaultMaxFailedLogins {
+	p := newProber(t, cfg, nil)
+	if got := metricValue(t, p, "linkgate_vcenter_login_failures_remaining"); got != DefaultMaxFailedLogins {
 		t.Errorf("login_failures_remaining = %v, want the default %d", got, DefaultMaxFailedLogins)
 	}
 	if l := p.targets[0].logins; l.max != DefaultMaxFailedLogins || l.window != DefaultFailedLoginWindow {

@@ -3,6 +3,7 @@ package probe
 import (
 	"time"
 
+	"github.com/linkgate/linkgate/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,12 +21,16 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 }
 
-const namespace = "linkgate_vcenter_"
+// subsystem names every series linkgate_vcenter_<name>.
+const subsystem = "vcenter"
 
 func newMetrics(p *Prober) *metrics {
-	target := []string{"target"}
-	desc := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(namespace+name, help, append(target, labels...), nil)
+	labels := func(more []string) []string { return append([]string{"target"}, more...) }
+	desc := func(name, help string, more ...string) *prometheus.Desc {
+		return metric.NewDesc(subsystem, name, help, labels(more)...)
+	}
+	counter := func(name, help string, more ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: metric.Name(subsystem, name), Help: help}, labels(more))
 	}
 	m := &metrics{
 		up:            desc("up", "Whether the last probe of the vCenter succeeded (1) or the target is down (0)."),
@@ -41,27 +46,15 @@ func newMetrics(p *Prober) *metrics {
 			"Logins that may still fail within the failed-login window before linkgate holds logins back (logins in flight count as failed); 0 while held back."),
 		loginsBlockedUntil: desc("login_blocked_until_timestamp_seconds",
 			"Unix time until which logins are held back by the failed-login limit; 0 when a login may be sent."),
-		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: namespace + "probes_total",
-			Help: "Probe attempts by result (success or failure).",
-		}, []string{"target", "result"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: namespace + "errors_total",
-			Help: "Errors by class (transient or permanent) and kind.",
-		}, []string{"target", "class", "kind"}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: namespace + "retries_total",
-			Help: "Probe attempts made after a failed attempt.",
-		}, target),
-		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: namespace + "logins_total",
-			Help: "vCenter Login calls by result (success or failure).",
-		}, []string{"target", "result"}),
+		probes:  counter("probes_total", "Probe attempts by result (success or failure).", "result"),
+		errors:  counter("errors_total", "Errors by class (transient or permanent) and kind.", "class", "kind"),
+		retries: counter("retries_total", "Probe attempts made after a failed attempt."),
+		logins:  counter("logins_total", "vCenter Login calls by result (success or failure).", "result"),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    namespace + "probe_duration_seconds",
+			Name:    metric.Name(subsystem, "probe_duration_seconds"),
 			Help:    "Duration of probe attempts, login included when one was needed.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, target),
+		}, labels(nil)),
 	}
 	// Every series exists from the start, so rate() and absent() work
 	// before the first event.
@@ -74,6 +67,34 @@ func newMetrics(p *Prober) *metrics {
 		m.duration.WithLabelValues(t.name)
 	}
 	return m
+}
+
+// probed counts a finished attempt of Run or ProbeOnce that took took:
+// its duration, its result and, for a failure, its error.
+func (m *metrics) probed(target string, took time.Duration, f failure) {
+	m.duration.WithLabelValues(target).Observe(took.Seconds())
+	m.probes.WithLabelValues(target, resultLabel(f.ok())).Inc()
+	if !f.ok() {
+		m.failed(target, f)
+	}
+}
+
+// loggedIn counts a Login call that was sent, by its answer.
+func (m *metrics) loggedIn(target string, ok bool) {
+	m.logins.WithLabelValues(target, resultLabel(ok)).Inc()
+}
+
+// resultLabel is the value of the result label.
+func resultLabel(ok bool) string {
+	if ok {
+		return "success"
+	}
+	return "failure"
+}
+
+// failed counts an error by its class and kind.
+func (m *metrics) failed(target string, f failure) {
+	m.errors.WithLabelValues(target, string(f.class), string(f.kind)).Inc()
 }
 
 // Describe implements prometheus.Collector.
@@ -113,15 +134,15 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range rows {
 		s, name := r.st, r.st.Target
-		gauge(m.up, b2f(s.Up), name)
+		gauge(m.up, metric.Bool(s.Up), name)
 		gauge(m.backoff, s.Backoff.Seconds(), name)
 		gauge(m.failures, float64(s.ConsecutiveFailures), name)
 		gauge(m.lastSuccess, unixSeconds(s.LastSuccess), name)
 		gauge(m.loginsRemaining, float64(r.remaining), name)
 		gauge(m.loginsBlockedUntil, unixSeconds(r.blockedUntil), name)
-		gauge(m.paused, b2f(s.Paused), name)
-		gauge(m.sessionActive, b2f(r.active), name)
-		gauge(m.tlsInsecure, b2f(p.cfg.Insecure), name)
+		gauge(m.paused, metric.Bool(s.Paused), name)
+		gauge(m.sessionActive, metric.Bool(r.active), name)
+		gauge(m.tlsInsecure, metric.Bool(p.cfg.Insecure), name)
 		if a := s.About; a.APIType != "" {
 			gauge(m.info, 1, name, a.Version, a.Build, a.APIType, a.APIVersion, a.InstanceUUID)
 		}
@@ -139,11 +160,4 @@ func unixSeconds(t time.Time) float64 {
 		return 0
 	}
 	return float64(t.UnixNano()) / 1e9
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

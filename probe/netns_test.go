@@ -58,12 +58,9 @@ func TestNetnsLinkDownPausesAndResumes(t *testing.T) {
 		t.Fatalf("collector says B's network is down at start: %+v", c.Snapshot().Network)
 	}
 
-	cfg := DefaultConfig()
-	cfg.URLs = []string{"https://10.99.1.1:8989/sdk"}
-	cfg.User, cfg.Password = simUser, simPass
+	cfg := configFor("https://10.99.1.1:8989/sdk")
 	cfg.Thumbprint = hex.EncodeToString(sum[:]) // the certificate names 127.0.0.1, not 10.99.1.1
 	cfg.Interval, cfg.BaseBackoff, cfg.MaxBackoff = time.Hour, time.Hour, time.Hour
-	cfg.Timeout = 5 * time.Second
 	dialInB := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
 		err := b.Do(func() error {
@@ -74,25 +71,22 @@ func TestNetnsLinkDownPausesAndResumes(t *testing.T) {
 		})
 		return conn, err
 	}
-	p, err := New(cfg, c, WithDialContext(dialInB), WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, c, WithDialContext(dialInB))
 	running(t, p)
 
 	st := waitStatus(t, p, 0, "first failure", func(s Status) bool { return s.ConsecutiveFailures == 1 })
-	if st.Kind != string(KindRefused) || st.Backoff < 45*time.Minute {
+	if st.Kind != KindRefused || st.Backoff < 45*time.Minute {
 		t.Fatalf("first attempt: %+v, want refused and a long backoff", st)
 	}
 
 	s.restart() // vCenter is back in A, but the prober sleeps for an hour
 	b.IP(t, "link", "set", "vb", "down")
 	waitStatus(t, p, 0, "paused", func(s Status) bool { return s.Paused })
-	if got := metric(t, p, "linkgate_vcenter_paused"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_paused"); got != 1 {
 		t.Errorf("paused gauge = %v, want 1", got)
 	}
 	for r, want := range map[string]float64{"failure": 1, "success": 0} {
-		if got := metric(t, p, "linkgate_vcenter_probes_total", "result", r); got != want {
+		if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", r); got != want {
 			t.Errorf("probes_total{result=%q} = %v while paused, want %v", r, got, want)
 		}
 	}
@@ -102,10 +96,10 @@ func TestNetnsLinkDownPausesAndResumes(t *testing.T) {
 	if st.Paused || st.ConsecutiveFailures != 0 || st.About.APIType != "VirtualCenter" {
 		t.Errorf("after link up: %+v", st)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 1 {
 		t.Errorf("failed probes = %v, want 1: nothing may be attempted while the link is down", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_paused"); got != 0 {
+	if got := metricValue(t, p, "linkgate_vcenter_paused"); got != 0 {
 		t.Errorf("paused gauge = %v after resume", got)
 	}
 }

@@ -8,7 +8,10 @@
 // It never logs, labels or reports a password: the password goes only into
 // the body of the Login request, URLs with user info are refused, and
 // errors are built from the operation, the target (host[:port]) and the
-// underlying cause, none of which contains it. Nothing needs redacting.
+// underlying cause, none of which contains it. Nothing needs redacting:
+// a target's name is its host[:port], which redact.Target shows as it is,
+// and the URL that net/http puts in its errors is the target's, which has
+// no user info, query or fragment.
 //
 // Failed logins are capped per target (Config.MaxFailedLogins within
 // Config.FailedLoginWindow) so that linkgate cannot lock out the account
@@ -24,6 +27,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // fileCheckInterval is how often the password and CA files are checked for
@@ -39,29 +44,104 @@ type Network interface {
 	NetworkState() (up bool, changed <-chan struct{})
 }
 
-// Status is the state of one target.
+// Status is the verdict on one target, as (*Prober).Status and ProbeOnce
+// report it: a snapshot, which later attempts do not change. It holds no
+// secret, so every field may be shown as it is.
 type Status struct {
-	Target      string // host[:port]
-	Up          bool
-	Paused      bool // parked because the network is down
+	// Target names the endpoint: the host[:port] of its URL, as in the
+	// target label of the metrics and in every message. It never holds
+	// user info, a path or a query (Config refuses a URL with user info).
+	Target string
+	// Up says the target is reachable. A success sets it. A failure
+	// clears it at once when retrying soon cannot help (Permanent), and
+	// otherwise only once the fast retries of the connect cycle
+	// (Config.MaxRetries) have failed too: during those retries Up stays
+	// as it was while Class already names the failure. A pause longer
+	// than Config.MaxNetworkWait clears it as well. False before the
+	// first success.
+	Up bool
+	// Paused says probing is parked because the Network is down (with
+	// Config.PauseOnNetworkDown): no attempt is made until it is back.
+	Paused bool
+	// LastAttempt is when the last recorded attempt started; zero before
+	// the first. An attempt abandoned because the network went down under
+	// it is not recorded.
 	LastAttempt time.Time
+	// LastSuccess is when the last successful attempt ended; zero if none.
 	LastSuccess time.Time
-	// Class and Kind describe the last failure; empty when the last
-	// attempt succeeded.
-	Class               Class
-	Kind                string
-	Reason              string // the error text; it never contains a secret
-	Permanent           bool
+	// Class says whether the last failure is transient or permanent, and
+	// Kind names its cause (one of the Kind constants, as in the
+	// errors_total metric). Both are empty when the last attempt
+	// succeeded, and before the first. A pause longer than
+	// Config.MaxNetworkWait sets them to transient/network_down without
+	// an attempt.
+	Class Class
+	Kind  Kind
+	// Reason is the text of the last failure's error, empty when Class
+	// is. It never contains a secret.
+	Reason string
+	// Permanent is Class == Permanent: only a change (password, CA,
+	// URL) or time can fix the failure; the target is re-checked at the
+	// slow cadence, or at once when the password or CA file changes.
+	Permanent bool
+	// ConsecutiveFailures counts the failed attempts since the last
+	// success; nothing else resets it.
 	ConsecutiveFailures int
-	Backoff             time.Duration // current wait before the next attempt after a failure
-	About               About
+	// Backoff is the wait before the next attempt after a failure: the
+	// backoff step, the slow cadence, or longer while the failed-login
+	// limit holds logins back. 0 while healthy, and from the start of a
+	// pause until the next failure.
+	Backoff time.Duration
+	// About is what the vCenter says about itself (ServiceContent.about)
+	// as of the last success, kept through later failures; zero before
+	// the first. ProbeOnce sets it whenever its login succeeded, even if
+	// the probe then failed.
+	About About
+}
+
+// attempted records an attempt of the schedule that started at start
+// and ended at end, and what the backoff policy made of it.
+func (s *Status) attempted(start, end time.Time, f failure, next plan, about *About) {
+	s.LastAttempt = start
+	if f.ok() {
+		s.succeeded(end, about)
+		return
+	}
+	s.failed(f)
+	if next.down {
+		s.Up = false
+	}
+	s.Backoff = next.wait
+}
+
+// succeeded records a successful attempt that ended at end; about, when
+// not nil, replaces About.
+func (s *Status) succeeded(end time.Time, about *About) {
+	s.Up, s.Paused, s.LastSuccess = true, false, end
+	s.setFailure(failure{})
+	s.ConsecutiveFailures, s.Backoff = 0, 0
+	if about != nil {
+		s.About = *about
+	}
+}
+
+// failed records a failed attempt.
+func (s *Status) failed(f failure) {
+	s.ConsecutiveFailures++
+	s.setFailure(f)
+}
+
+// setFailure sets the fields that describe the last failure; the zero
+// failure clears them.
+func (s *Status) setFailure(f failure) {
+	s.Class, s.Kind, s.Reason, s.Permanent = f.class, f.kind, f.reason, f.class == Permanent
 }
 
 // Option configures a Prober.
 type Option func(*Prober)
 
-// WithClock replaces the wall clock of the schedule.
-func WithClock(c Clock) Option { return func(p *Prober) { p.clock = c } }
+// WithClock replaces the wall clock of the schedule (nil: clock.System).
+func WithClock(c clock.Clock) Option { return func(p *Prober) { p.clock = c } }
 
 // WithRand replaces the jitter source.
 func WithRand(src rand.Source) Option {
@@ -83,7 +163,7 @@ func WithDialContext(dial func(ctx context.Context, network, addr string) (net.C
 type Prober struct {
 	cfg     Config
 	network Network
-	clock   Clock
+	clock   clock.Clock
 	jitter  *jitter
 	log     *slog.Logger
 	dial    DialFunc
@@ -124,7 +204,6 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 	p := &Prober{
 		cfg:     cfg,
 		network: network,
-		clock:   realClock{},
 		log:     slog.Default(),
 		pins:    pins,
 		changed: make(chan struct{}),
@@ -132,6 +211,7 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 	for _, o := range opts {
 		o(p)
 	}
+	p.clock = clock.Or(p.clock)
 	if p.jitter == nil {
 		p.jitter = &jitter{r: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	}
@@ -198,7 +278,8 @@ func (p *Prober) Status() ([]Status, <-chan struct{}) {
 // ProbeOnce connects, logs in, probes and logs out once per target,
 // concurrently, without retries and without touching the Run state (the
 // counters and the duration histogram do count it). It is for one-shot
-// checks such as `linkgate check`.
+// checks such as `linkgate check`. A Status it returns has
+// ConsecutiveFailures 1 or 0 and no Backoff.
 func (p *Prober) ProbeOnce(ctx context.Context) []Status {
 	out := make([]Status, len(p.targets))
 	var wg sync.WaitGroup
@@ -217,19 +298,14 @@ func (p *Prober) probeOnce(ctx context.Context, t *target) Status {
 		st.About = c.about
 		c.close(true, p.cfg.Timeout)
 	}
-	now := p.clock.Now()
-	p.metrics.duration.WithLabelValues(t.name).Observe(now.Sub(st.LastAttempt).Seconds())
-	if err == nil {
-		p.metrics.probes.WithLabelValues(t.name, "success").Inc()
-		st.Up, st.LastSuccess = true, now
-		return st
+	end := p.clock.Now()
+	f := classifyFailure(err)
+	p.metrics.probed(t.name, end.Sub(st.LastAttempt), f)
+	if f.ok() {
+		st.succeeded(end, nil)
+	} else {
+		st.failed(f)
 	}
-	class, kind := Classify(err)
-	p.metrics.probes.WithLabelValues(t.name, "failure").Inc()
-	p.metrics.errors.WithLabelValues(t.name, string(class), string(kind)).Inc()
-	st.Class, st.Kind, st.Permanent = class, string(kind), class == Permanent
-	st.Reason = err.Error()
-	st.ConsecutiveFailures = 1
 	return st
 }
 
@@ -283,7 +359,12 @@ func (p *Prober) loop(ctx context.Context, t *target) {
 			p.log.Debug("vCenter attempt abandoned: network down", "target", t.name)
 			continue
 		}
-		last = p.record(t, start, err, &cycle)
+		if err == nil {
+			cycle = 0
+		} else {
+			cycle++
+		}
+		last = p.record(t, start, err, cycle)
 		due = p.clock.Now().Add(last.wait)
 	}
 }
@@ -359,13 +440,12 @@ func (p *Prober) park(ctx context.Context, t *target) (resumed, ok bool) {
 		case <-limitC:
 			limitC = nil
 			// Still waiting, but an outage this long is news.
-			reason := fmt.Sprintf("network down for more than %v", p.cfg.MaxNetworkWait)
+			f := failure{class: Transient, kind: KindNetworkDown,
+				reason: fmt.Sprintf("network down for more than %v", p.cfg.MaxNetworkWait)}
 			// Count first: whoever sees the new status sees the count.
-			p.metrics.errors.WithLabelValues(t.name, string(Transient), string(KindNetworkDown)).Inc()
-			p.update(t, func(s *Status) {
-				s.Up, s.Class, s.Kind, s.Reason, s.Permanent = false, Transient, string(KindNetworkDown), reason, false
-			})
-			p.log.Warn("vCenter unreachable: "+reason, "target", t.name, "class", Transient, "kind", KindNetworkDown)
+			p.metrics.failed(t.name, f)
+			p.update(t, func(s *Status) { s.Up = false; s.setFailure(f) })
+			p.log.Warn("vCenter unreachable: "+f.reason, "target", t.name, "class", f.class, "kind", f.kind)
 		}
 	}
 	p.update(t, func(s *Status) { s.Paused = false })
@@ -390,17 +470,16 @@ func (p *Prober) attempt(ctx context.Context, t *target) error {
 	if err == nil {
 		return nil
 	}
-	class, kind := Classify(err)
-	switch {
-	case kind == KindSessionExpired:
-		p.metrics.errors.WithLabelValues(t.name, string(class), string(kind)).Inc()
+	switch f := classifyFailure(err); {
+	case f.kind == KindSessionExpired:
+		p.metrics.failed(t.name, f)
 		p.log.Info("vCenter session expired: logging in again", "target", t.name)
 		p.endSession(t, false, p.cfg.Timeout)
 		if err := p.login(ctx, t); err != nil {
 			return err
 		}
 		return opError("probe", t.name, t.conn.probe(ctx, p.cfg.Timeout))
-	case class == Permanent:
+	case f.class == Permanent:
 		// Start over with a fresh client: it re-reads the CA file and the
 		// password.
 		p.endSession(t, true, p.cfg.Timeout)
@@ -454,11 +533,7 @@ func (p *Prober) connect(ctx context.Context, t *target) (*conn, error) {
 		},
 		afterLogin: func(err error) {
 			t.logins.end(p.clock.Now(), err != nil)
-			result := "success"
-			if err != nil {
-				result = "failure"
-			}
-			p.metrics.logins.WithLabelValues(t.name, result).Inc()
+			p.metrics.loggedIn(t.name, err == nil)
 		},
 	})
 }
@@ -495,95 +570,58 @@ func (p *Prober) endSession(t *target, logout bool, timeout time.Duration) {
 	p.mu.Unlock()
 }
 
-// record publishes the result of an attempt and returns what the schedule
-// needs of it: above all, how long to wait before the next one.
-func (p *Prober) record(t *target, start time.Time, err error, cycle *int) outcome {
-	var wait time.Duration
-	now := p.clock.Now()
-	p.metrics.duration.WithLabelValues(t.name).Observe(now.Sub(start).Seconds())
+// record publishes the result of an attempt, the cycle-th failed one of
+// its connect cycle when it failed, and returns what the schedule needs
+// of it: above all, how long to wait before the next one.
+func (p *Prober) record(t *target, start time.Time, err error, cycle int) outcome {
+	end := p.clock.Now()
+	f := classifyFailure(err)
+	r := -1.0 // a success draws no jitter
+	if !f.ok() {
+		r = p.jitter.float64()
+	}
+	next := p.cfg.nextAttempt(f, cycle, r)
+	var about *About
+	if t.conn != nil {
+		about = &t.conn.about
+	}
 
 	p.mu.Lock()
-	s := &t.st
-	prev := *s
-	s.LastAttempt = start
-	if err == nil {
-		*cycle = 0
-		s.Up, s.Paused, s.LastSuccess = true, false, now
-		s.Class, s.Kind, s.Reason, s.Permanent = "", "", "", false
-		s.ConsecutiveFailures, s.Backoff = 0, 0
-		if t.conn != nil {
-			s.About = t.conn.about
-		}
-		wait = p.cfg.Interval
-	} else {
-		class, kind := Classify(err)
-		*cycle++
-		s.ConsecutiveFailures++
-		s.Class, s.Kind, s.Permanent = class, string(kind), class == Permanent
-		s.Reason = err.Error()
-		switch {
-		case kind == KindAuth:
-			// A wrong password re-tried every MaxBackoff (30s) would trip
-			// vCenter SSO's lockout (5 failures in 180s by default) and
-			// lock the service account for everyone using it. Spread the
-			// re-checks so that the failed-login limit is not reached on
-			// its own; a new password in the file is tried at once if the
-			// limit allows.
-			s.Up, wait = false, max(p.slowWait(), p.authRecheck())
-		case class == Permanent:
-			// Retrying fast cannot fix it: down at once, slow cadence.
-			s.Up, wait = false, p.slowWait()
-		case *cycle <= p.cfg.MaxRetries:
-			wait = backoff(p.cfg.BaseBackoff, p.cfg.MaxBackoff, *cycle, p.jitter.float64())
-		default:
-			// The cycle failed: down, and from now on the slow cadence.
-			s.Up, wait = false, p.slowWait()
-		}
-		s.Backoff = wait
-	}
-	cur := *s
+	prev := t.st
+	t.st.attempted(start, end, f, next, about)
+	cur := t.st
 	// Count before publishing: whoever sees the new status sees the counts.
 	if prev.ConsecutiveFailures > 0 {
 		p.metrics.retries.WithLabelValues(t.name).Inc()
 	}
-	if err == nil {
-		p.metrics.probes.WithLabelValues(t.name, "success").Inc()
-	} else {
-		p.metrics.probes.WithLabelValues(t.name, "failure").Inc()
-		p.metrics.errors.WithLabelValues(t.name, string(cur.Class), cur.Kind).Inc()
-	}
+	p.metrics.probed(t.name, end.Sub(start), f)
 	p.notifyLocked()
 	p.mu.Unlock()
 
-	if err == nil {
+	logAttempt(p.log, prev, cur)
+	return outcome{wait: next.wait, failing: !f.ok(), permanent: f.class == Permanent, rejected: f.kind == KindAuth}
+}
+
+// logAttempt logs an attempt from the target's Status before and after
+// it: a recovery and the news of a failure (the first one, a new kind,
+// the target going down) at Info and Warn, a repeated failure at Debug.
+func logAttempt(log *slog.Logger, prev, cur Status) {
+	if cur.Class == "" { // a success
 		if prev.ConsecutiveFailures > 0 || !prev.Up {
-			p.log.Info("vCenter reachable", "target", t.name, "after_failures", prev.ConsecutiveFailures)
+			log.Info("vCenter reachable", "target", cur.Target, "after_failures", prev.ConsecutiveFailures)
 		}
-		return outcome{wait: wait}
+		return
 	}
-	attrs := []any{"target", t.name, "class", cur.Class, "kind", cur.Kind, "reason", cur.Reason,
-		"consecutive_failures", cur.ConsecutiveFailures, "next_attempt_in", wait}
+	attrs := []any{"target", cur.Target, "class", cur.Class, "kind", cur.Kind, "reason", cur.Reason,
+		"consecutive_failures", cur.ConsecutiveFailures, "next_attempt_in", cur.Backoff}
 	switch {
 	case prev.Up && !cur.Up:
-		p.log.Warn("vCenter down", attrs...)
+		log.Warn("vCenter down", attrs...)
 	case cur.ConsecutiveFailures == 1 || prev.Kind != cur.Kind:
-		p.log.Warn("vCenter probe failed", attrs...)
+		log.Warn("vCenter probe failed", attrs...)
 	default:
-		p.log.Debug("vCenter probe failed", attrs...)
+		log.Debug("vCenter probe failed", attrs...)
 	}
-	return outcome{wait: wait, failing: true, permanent: cur.Permanent, rejected: cur.Kind == string(KindAuth)}
-}
-
-// authRecheck is the shortest cadence for re-checking a rejected login:
-// MaxFailedLogins re-checks spread over FailedLoginWindow (a minute by
-// default).
-func (p *Prober) authRecheck() time.Duration {
-	return p.cfg.FailedLoginWindow / time.Duration(p.cfg.MaxFailedLogins)
-}
-
-// slowWait is the cadence of a down target: the capped backoff, jittered.
-func (p *Prober) slowWait() time.Duration {
-	return backoff(p.cfg.MaxBackoff, p.cfg.MaxBackoff, 1, p.jitter.float64())
 }
 
 type wake int
@@ -606,9 +644,12 @@ func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, netwo
 			return wakeNext
 		}
 	}
-	var poll <-chan time.Time
+	var poll clock.Timer
+	var pollC <-chan time.Time
 	if watchFiles && (p.cfg.PasswordFile != "" || p.cfg.CAFile != "") {
-		poll = p.clock.After(fileCheckInterval)
+		poll = p.clock.NewTimer(fileCheckInterval)
+		pollC = poll.C()
+		defer func() { poll.Stop() }() // the last one armed
 	}
 	timer := p.clock.NewTimer(wait)
 	defer timer.Stop()
@@ -632,13 +673,14 @@ func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, netwo
 				return wakeReset
 			}
 			wasUp = up
-		case <-poll:
+		case <-pollC:
 			now := [2]fingerprint{fileFingerprint(p.cfg.PasswordFile), fileFingerprint(p.cfg.CAFile)}
 			if now != t.files {
 				p.log.Info("password or CA file changed: probing vCenter now", "target", t.name)
 				return wakeReset
 			}
-			poll = p.clock.After(fileCheckInterval)
+			poll = p.clock.NewTimer(fileCheckInterval)
+			pollC = poll.C()
 		}
 	}
 }

@@ -6,30 +6,51 @@ import (
 	"time"
 )
 
-// Clock is the time source of the schedule, replaceable so that tests can
-// drive the schedule step by step.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-	After(d time.Duration) <-chan time.Time
+// plan is what the backoff policy decides after an attempt.
+type plan struct {
+	wait time.Duration // before the next attempt
+	down bool          // the failure takes the target down now; false leaves Up as it was
 }
 
-// Timer is the part of *time.Timer the prober uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
+// nextAttempt is the backoff policy, a pure function of the
+// configuration, the attempt's classified result (the zero failure for a
+// success), cycle (the failed attempts of the current connect cycle, this
+// one included) and r, the jitter draw backoff takes.
+func (c Config) nextAttempt(f failure, cycle int, r float64) plan {
+	switch {
+	case f.ok():
+		return plan{wait: c.Interval}
+	case f.kind == KindAuth:
+		// A wrong password re-tried every MaxBackoff (30s) would trip
+		// vCenter SSO's lockout (5 failures in 180s by default) and
+		// lock the service account for everyone using it. Spread the
+		// re-checks so that the failed-login limit is not reached on
+		// its own; a new password in the file is tried at once if the
+		// limit allows.
+		return plan{wait: max(c.slowWait(r), c.authRecheck()), down: true}
+	case f.class == Permanent:
+		// Retrying fast cannot fix it: down at once, slow cadence.
+		return plan{wait: c.slowWait(r), down: true}
+	case cycle <= c.MaxRetries:
+		return plan{wait: backoff(c.BaseBackoff, c.MaxBackoff, cycle, r)}
+	default:
+		// The cycle failed: down, and from now on the slow cadence.
+		return plan{wait: c.slowWait(r), down: true}
+	}
 }
 
-type realClock struct{}
+// authRecheck is the shortest cadence for re-checking a rejected login:
+// MaxFailedLogins re-checks spread over FailedLoginWindow (a minute by
+// default).
+func (c Config) authRecheck() time.Duration {
+	return c.FailedLoginWindow / time.Duration(c.MaxFailedLogins)
+}
 
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) NewTimer(d time.Duration) Timer         { return realTimer{time.NewTimer(d)} }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time { return t.t.C }
-func (t realTimer) Stop() bool          { return t.t.Stop() }
+// slowWait is the cadence of a down target: the capped backoff, jittered
+// by r.
+func (c Config) slowWait(r float64) time.Duration {
+	return backoff(c.MaxBackoff, c.MaxBackoff, 1, r)
+}
 
 // jitter is a mutex-guarded random source: one per Prober, shared by the
 // target goroutines (rand.Rand is not safe for concurrent use).

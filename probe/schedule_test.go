@@ -8,9 +8,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/testkit"
 )
 
 func TestBackoffTable(t *testing.T) {
@@ -113,19 +116,15 @@ func TestScheduleTransient(t *testing.T) {
 	s.stop()
 
 	clk := newFakeClock()
-	p, err := New(cfg, nil, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := running(t, p)
+	p := runProber(t, clk, cfg, nil)
 
 	const capped = 26250 * time.Millisecond // middle of [22.5s, 30s]
 	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, capped, capped} {
-		if got := clk.nextTimer(t); got != want {
+		if got := clk.NextTimer(t, guard); got != want {
 			t.Fatalf("wait after failure %d = %v, want %v", i+1, got, want)
 		}
 		st, _ := p.Status()
-		if st[0].Kind != string(KindRefused) || st[0].Class != Transient || st[0].Permanent {
+		if st[0].Kind != KindRefused || st[0].Class != Transient || st[0].Permanent {
 			t.Fatalf("failure %d: class/kind = %s/%s permanent=%v, want transient/refused", i+1, st[0].Class, st[0].Kind, st[0].Permanent)
 		}
 		if st[0].ConsecutiveFailures != i+1 || st[0].Backoff != want || st[0].Up {
@@ -134,7 +133,7 @@ func TestScheduleTransient(t *testing.T) {
 		clk.Advance(want)
 	}
 	// The Advance of the last wait started attempt 6.
-	if got := clk.nextTimer(t); got != capped {
+	if got := clk.NextTimer(t, guard); got != capped {
 		t.Fatalf("down target: wait %v, want the max cadence %v", got, capped)
 	}
 	for name, want := range map[string]float64{
@@ -143,24 +142,24 @@ func TestScheduleTransient(t *testing.T) {
 		"linkgate_vcenter_backoff_seconds":      capped.Seconds(),
 		"linkgate_vcenter_up":                   0,
 	} {
-		if got := metric(t, p, name); got != want {
+		if got := metricValue(t, p, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 6 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 6 {
 		t.Errorf("failed probes = %v, want 6", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_errors_total", "class", "transient", "kind", "refused"); got != 6 {
+	if got := metricValue(t, p, "linkgate_vcenter_errors_total", "class", "transient", "kind", "refused"); got != 6 {
 		t.Errorf("refused errors = %v, want 6", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "failure"); got != 0 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "failure"); got != 0 {
 		t.Errorf("failed logins = %v: a refused connection never reaches Login", got)
 	}
 
 	// vCenter comes back on the same port (a fresh one: no sessions).
 	s.restart()
 	clk.Advance(capped)
-	if got := clk.nextTimer(t); got != cfg.Interval {
+	if got := clk.NextTimer(t, guard); got != cfg.Interval {
 		t.Fatalf("after recovery wait %v, want Interval %v", got, cfg.Interval)
 	}
 	st, _ := p.Status()
@@ -173,25 +172,24 @@ func TestScheduleTransient(t *testing.T) {
 	s.stop()
 	clk.Advance(cfg.Interval)
 	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
-		if got := clk.nextTimer(t); got != want {
+		if got := clk.NextTimer(t, guard); got != want {
 			t.Fatalf("second outage, wait %d = %v, want %v (backoff must reset on success)", i+1, got, want)
 		}
 		st, _ := p.Status()
 		if !st[0].Up {
 			t.Fatalf("second outage, failure %d: down before the cycle failed: %+v", i+1, st[0])
 		}
-		if st[0].Class != Transient || (st[0].Kind != string(KindRefused) && st[0].Kind != string(KindReset)) {
+		if st[0].Class != Transient || (st[0].Kind != KindRefused && st[0].Kind != KindReset) {
 			t.Fatalf("second outage: class/kind %s/%s", st[0].Class, st[0].Kind)
 		}
 		clk.Advance(want)
 	}
-	if got := clk.nextTimer(t); got != capped {
+	if got := clk.NextTimer(t, guard); got != capped {
 		t.Fatalf("second outage: cycle failed, wait %v, want %v", got, capped)
 	}
 	if st, _ := p.Status(); st[0].Up {
 		t.Fatalf("cycle of %d retries failed but target still up: %+v", cfg.MaxRetries, st[0])
 	}
-	stop()
 }
 
 // TestSchedulePermanent: a wrong password is not retried fast; the target
@@ -206,32 +204,28 @@ func TestSchedulePermanent(t *testing.T) {
 	writeFile(t, cfg.PasswordFile, "wrong password\n")
 
 	clk := newFakeClock()
-	p, err := New(cfg, nil, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
+	p := runProber(t, clk, cfg, nil)
 
 	// The jittered slow cadence (26.25s) is below 180s/3.
 	const slow = time.Minute
 	start := clk.Now()
 	for i := range 2 {
-		if got := clk.nextTimer(t); got != slow {
+		if got := nextWait(t, clk); got != slow {
 			t.Fatalf("auth failure %d: wait %v, want %v", i+1, got, slow)
 		}
 		st, _ := p.Status()
-		if st[0].Up || !st[0].Permanent || st[0].Class != Permanent || st[0].Kind != string(KindAuth) {
+		if st[0].Up || !st[0].Permanent || st[0].Class != Permanent || st[0].Kind != KindAuth {
 			t.Fatalf("auth failure %d: %+v", i+1, st[0])
 		}
 		clk.Advance(slow)
 	}
-	if got := clk.nextTimer(t); got != slow {
+	if got := nextWait(t, clk); got != slow {
 		t.Fatalf("auth failure 3: wait %v", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "failure"); got != 3 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "failure"); got != 3 {
 		t.Errorf("failed logins = %v, want 3 (one per slow re-check)", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_errors_total", "class", "permanent", "kind", "auth"); got != 3 {
+	if got := metricValue(t, p, "linkgate_vcenter_errors_total", "class", "permanent", "kind", "auth"); got != 3 {
 		t.Errorf("auth errors = %v, want 3", got)
 	}
 
@@ -240,34 +234,34 @@ func TestSchedulePermanent(t *testing.T) {
 	// password waits for the first of them to age out.
 	writeFile(t, cfg.PasswordFile, simPass+"\n")
 	clk.Advance(fileCheckInterval)
-	if got := clk.nextTimer(t); got != 58*time.Second {
+	if got := nextWait(t, clk); got != 58*time.Second {
 		t.Fatalf("after rotation at 122s: wait %v, want 58s (the next login allowed at 180s)", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_login_failures_remaining"); got != 0 {
+	if got := metricValue(t, p, "linkgate_vcenter_login_failures_remaining"); got != 0 {
 		t.Errorf("login_failures_remaining = %v while held back, want 0", got)
 	}
-	if got, want := metric(t, p, "linkgate_vcenter_login_blocked_until_timestamp_seconds"), float64(start.Add(180*time.Second).Unix()); got != want {
+	if got, want := metricValue(t, p, "linkgate_vcenter_login_blocked_until_timestamp_seconds"), float64(start.Add(180*time.Second).Unix()); got != want {
 		t.Errorf("login_blocked_until = %v, want %v", got, want)
 	}
 	if n := s.countCalls("Login"); n != 3 {
 		t.Errorf("vCenter saw %d logins, want 3: the new password waits", n)
 	}
 	clk.Advance(58 * time.Second)
-	if got := clk.nextTimer(t); got != cfg.Interval {
+	if got := nextWait(t, clk); got != cfg.Interval {
 		t.Fatalf("after rotation: wait %v, want Interval", got)
 	}
 	st, _ := p.Status()
 	if !st[0].Up || st[0].Permanent || st[0].Kind != "" {
 		t.Fatalf("after rotation: %+v", st[0])
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
 		t.Errorf("successful logins = %v, want 1", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_login_blocked_until_timestamp_seconds"); got != 0 {
+	if got := metricValue(t, p, "linkgate_vcenter_login_blocked_until_timestamp_seconds"); got != 0 {
 		t.Errorf("login_blocked_until = %v after the slot, want 0", got)
 	}
 	// The failures at 60s and 120s still count: one more may fail.
-	if got := metric(t, p, "linkgate_vcenter_login_failures_remaining"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_login_failures_remaining"); got != 1 {
 		t.Errorf("login_failures_remaining = %v, want 1", got)
 	}
 }
@@ -279,33 +273,29 @@ func TestPauseWhileNetworkDown(t *testing.T) {
 	cfg := s.config()
 	clk := newFakeClock()
 	nw := newFakeNetwork(false)
-	p, err := New(cfg, nw, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
+	p := runProber(t, clk, cfg, nw)
 
-	if got := clk.nextTimer(t); got != cfg.MaxNetworkWait {
+	if got := clk.NextTimer(t, guard); got != cfg.MaxNetworkWait {
 		t.Fatalf("parked: timer %v, want MaxNetworkWait %v", got, cfg.MaxNetworkWait)
 	}
 	st := waitStatus(t, p, 0, "paused", func(s Status) bool { return s.Paused })
 	if st.Kind != "" || st.ConsecutiveFailures != 0 {
 		t.Fatalf("outage reported before MaxNetworkWait: %+v", st)
 	}
-	if got := metric(t, p, "linkgate_vcenter_paused"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_paused"); got != 1 {
 		t.Errorf("paused = %v, want 1", got)
 	}
 
 	clk.Advance(cfg.MaxNetworkWait)
-	st = waitStatus(t, p, 0, "network_down reported", func(s Status) bool { return s.Kind == string(KindNetworkDown) })
+	st = waitStatus(t, p, 0, "network_down reported", func(s Status) bool { return s.Kind == KindNetworkDown })
 	if st.Class != Transient || st.Up || !st.Paused || st.Permanent {
 		t.Fatalf("after MaxNetworkWait: %+v", st)
 	}
-	if got := metric(t, p, "linkgate_vcenter_errors_total", "class", "transient", "kind", "network_down"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_errors_total", "class", "transient", "kind", "network_down"); got != 1 {
 		t.Errorf("network_down errors = %v, want 1", got)
 	}
 	for _, r := range []string{"success", "failure"} {
-		if got := metric(t, p, "linkgate_vcenter_probes_total", "result", r); got != 0 {
+		if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", r); got != 0 {
 			t.Errorf("probes_total{result=%q} = %v while paused, want 0", r, got)
 		}
 	}
@@ -315,7 +305,7 @@ func TestPauseWhileNetworkDown(t *testing.T) {
 
 	// Back: probed at once, without moving the clock.
 	nw.set(true)
-	if got := clk.nextTimer(t); got != cfg.Interval {
+	if got := clk.NextTimer(t, guard); got != cfg.Interval {
 		t.Fatalf("after network back: wait %v, want Interval", got)
 	}
 	if sts, _ := p.Status(); !sts[0].Up || sts[0].Paused {
@@ -323,43 +313,46 @@ func TestPauseWhileNetworkDown(t *testing.T) {
 	}
 }
 
+// refusedConfig is a config for a loopback port that refuses
+// connections, whose backoff doubles from 1s and keeps retrying fast
+// for the whole test.
+func refusedConfig(t *testing.T) Config {
+	t.Helper()
+	cfg := configFor("https://" + testkit.ClosedAddr(t) + "/sdk")
+	cfg.BaseBackoff, cfg.MaxBackoff, cfg.MaxRetries = time.Second, time.Hour, 10
+	return cfg
+}
+
 // TestNetworkBackResetsBackoff: a target in backoff, then the network goes
 // down and comes back: the next attempt is immediate and the backoff
 // starts over, instead of waiting out the pending timer.
 func TestNetworkBackResetsBackoff(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.URLs = []string{"https://" + closedPort(t) + "/sdk"}
-	cfg.User, cfg.Password = simUser, simPass
-	cfg.BaseBackoff, cfg.MaxBackoff, cfg.MaxRetries = time.Second, time.Hour, 10
+	cfg := refusedConfig(t)
 	clk := newFakeClock()
 	nw := newFakeNetwork(true)
-	p, err := New(cfg, nw, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
+	p := runProber(t, clk, cfg, nw)
 
 	for _, want := range []time.Duration{time.Second, 2 * time.Second} {
-		if got := clk.nextTimer(t); got != want {
+		if got := clk.NextTimer(t, guard); got != want {
 			t.Fatalf("wait %v, want %v", got, want)
 		}
 		clk.Advance(want)
 	}
-	if got := clk.nextTimer(t); got != 4*time.Second {
+	if got := clk.NextTimer(t, guard); got != 4*time.Second {
 		t.Fatalf("wait %v, want 4s", got)
 	}
 	nw.set(false)
-	if got := clk.nextTimer(t); got != cfg.MaxNetworkWait {
+	if got := clk.NextTimer(t, guard); got != cfg.MaxNetworkWait {
 		t.Fatalf("parked: timer %v, want MaxNetworkWait", got)
 	}
 	waitStatus(t, p, 0, "paused", func(s Status) bool { return s.Paused })
 	nw.set(true)
 	// No Advance: the 4s timer has not fired, yet a new attempt happens,
 	// and its failure starts the schedule from the base again.
-	if got := clk.nextTimer(t); got != time.Second {
+	if got := clk.NextTimer(t, guard); got != time.Second {
 		t.Fatalf("after network back: wait %v, want the base 1s (reset)", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 4 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 4 {
 		t.Errorf("failed probes = %v, want 4", got)
 	}
 	if st, _ := p.Status(); st[0].ConsecutiveFailures != 4 {
@@ -373,20 +366,13 @@ func TestNetworkBackResetsBackoff(t *testing.T) {
 // by its own ARP traffic. A real down→up transition does, even with
 // pausing off.
 func TestSpuriousNetworkChangesAreIgnored(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.URLs = []string{"https://" + closedPort(t) + "/sdk"}
-	cfg.User, cfg.Password = simUser, simPass
-	cfg.BaseBackoff, cfg.MaxBackoff, cfg.MaxRetries = time.Second, time.Hour, 10
+	cfg := refusedConfig(t)
 	cfg.PauseOnNetworkDown = false
 	clk := newFakeClock()
 	nw := newFakeNetwork(true)
-	p, err := New(cfg, nw, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
+	p := runProber(t, clk, cfg, nw)
 
-	if got := clk.nextTimer(t); got != time.Second {
+	if got := clk.NextTimer(t, guard); got != time.Second {
 		t.Fatalf("wait %v, want 1s", got)
 	}
 	for range 5 {
@@ -395,16 +381,16 @@ func TestSpuriousNetworkChangesAreIgnored(t *testing.T) {
 	clk.Advance(time.Second)
 	// Had a poke caused an attempt, its wait (1s, the backoff reset)
 	// would come first.
-	if got := clk.nextTimer(t); got != 2*time.Second {
+	if got := clk.NextTimer(t, guard); got != 2*time.Second {
 		t.Fatalf("wait %v, want 2s: the schedule must go on undisturbed", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 2 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", "failure"); got != 2 {
 		t.Fatalf("failed probes = %v, want 2", got)
 	}
 
 	nw.awaitCall(t, func() { nw.set(false) })
 	nw.set(true)
-	if got := clk.nextTimer(t); got != time.Second {
+	if got := clk.NextTimer(t, guard); got != time.Second {
 		t.Fatalf("after down→up: wait %v, want 1s (attempt at once, backoff reset)", got)
 	}
 	if st, _ := p.Status(); st[0].ConsecutiveFailures != 3 || st[0].Paused {
@@ -438,11 +424,7 @@ func TestAttemptAbandonedWhenNetworkDrops(t *testing.T) {
 	cfg := s.config()
 	clk := newFakeClock()
 	nw := newFakeNetwork(true)
-	p, err := New(cfg, nw, WithClock(clk), WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
+	p := runProber(t, clk, cfg, nw)
 
 	select {
 	case <-arrived:
@@ -451,23 +433,23 @@ func TestAttemptAbandonedWhenNetworkDrops(t *testing.T) {
 	}
 	nw.set(false)
 	waitStatus(t, p, 0, "paused", func(s Status) bool { return s.Paused })
-	if got := clk.nextTimer(t); got != cfg.MaxNetworkWait {
+	if got := clk.NextTimer(t, guard); got != cfg.MaxNetworkWait {
 		t.Fatalf("parked: timer %v", got)
 	}
 	for _, r := range []string{"success", "failure"} {
-		if got := metric(t, p, "linkgate_vcenter_probes_total", "result", r); got != 0 {
+		if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", r); got != 0 {
 			t.Errorf("probes_total{result=%q} = %v: the abandoned attempt was counted", r, got)
 		}
 	}
 	close(release)
 	nw.set(true)
-	if got := clk.nextTimer(t); got != cfg.Interval {
+	if got := clk.NextTimer(t, guard); got != cfg.Interval {
 		t.Fatalf("after network back: wait %v, want Interval", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "result", "success"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", "success"); got != 1 {
 		t.Errorf("successful probes = %v, want 1", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
 		t.Errorf("logins = %v, want 1: the session survives an abandoned probe", got)
 	}
 }
@@ -487,20 +469,16 @@ func TestCAFileChangeRechecksAtOnce(t *testing.T) {
 	writeFile(t, cfg.CAFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Certificate().Raw})))
 
 	clk := newFakeClock()
-	p, err := New(cfg, nil, WithClock(clk), WithLogger(testLogger(t)), WithRand(fixedRand{0.5}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
-	if got := clk.nextTimer(t); got != 26250*time.Millisecond {
+	p := runProber(t, clk, cfg, nil)
+	if got := nextWait(t, clk); got != 26250*time.Millisecond {
 		t.Fatalf("wait %v, want the slow cadence", got)
 	}
-	if st, _ := p.Status(); st[0].Kind != string(KindTLSCertificate) || !st[0].Permanent {
+	if st, _ := p.Status(); st[0].Kind != KindTLSCertificate || !st[0].Permanent {
 		t.Fatalf("status %+v, want permanent tls_certificate", st[0])
 	}
 	writeFile(t, cfg.CAFile, string(good))
 	clk.Advance(fileCheckInterval)
-	if got := clk.nextTimer(t); got != cfg.Interval {
+	if got := nextWait(t, clk); got != cfg.Interval {
 		t.Fatalf("after CA change: wait %v, want Interval", got)
 	}
 	if st, _ := p.Status(); !st[0].Up {
@@ -519,5 +497,115 @@ func TestBackoffWithoutJitter(t *testing.T) {
 	j := &jitter{off: true}
 	if r := j.float64(); r >= 0 {
 		t.Errorf("disabled jitter returned %v", r)
+	}
+}
+
+// TestNextAttempt is the backoff policy on its own: what it waits and
+// whether it takes the target down, for each kind of result.
+func TestNextAttempt(t *testing.T) {
+	const s = time.Second
+	def := DefaultConfig() // interval 15s, 3 retries, backoff 2s..30s, 3 failed logins in 180s
+	slowMax := DefaultConfig()
+	slowMax.MaxBackoff = 5 * time.Minute
+	noRetries := DefaultConfig()
+	noRetries.MaxRetries = 0
+	refused := failure{class: Transient, kind: KindRefused, reason: "connection refused"}
+	auth := failure{class: Permanent, kind: KindAuth, reason: "login failure"}
+	cert := failure{class: Permanent, kind: KindTLSCertificate, reason: "unknown authority"}
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		f     failure
+		cycle int
+		r     float64
+		want  plan
+	}{
+		{"success", def, failure{}, 0, 0.5, plan{wait: 15 * s}},
+		{"first retry", def, refused, 1, 0.5, plan{wait: 2 * s}},
+		{"last retry", def, refused, 3, 0.5, plan{wait: 8 * s}},
+		{"cycle failed", def, refused, 4, 0.5, plan{wait: 26250 * time.Millisecond, down: true}},
+		{"cycle failed, no jitter", def, refused, 4, -1, plan{wait: 30 * s, down: true}},
+		{"no retries", noRetries, refused, 1, 0.5, plan{wait: 26250 * time.Millisecond, down: true}},
+		{"permanent", def, cert, 1, 0.5, plan{wait: 26250 * time.Millisecond, down: true}},
+		{"auth: the failed-login cadence", def, auth, 1, 0.5, plan{wait: time.Minute, down: true}},
+		{"auth: the slow cadence when longer", slowMax, auth, 1, 0.5, plan{wait: 262500 * time.Millisecond, down: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.cfg.nextAttempt(tc.f, tc.cycle, tc.r); got != tc.want {
+				t.Errorf("nextAttempt(%+v, %d, %v) = %+v, want %+v", tc.f, tc.cycle, tc.r, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestStatusAttempted: what an attempt changes in a Status, and what it
+// keeps.
+func TestStatusAttempted(t *testing.T) {
+	t0 := epoch
+	about := About{APIType: "VirtualCenter", Version: "8.0"}
+	up := Status{Target: "vc", Up: true, LastAttempt: t0, LastSuccess: t0, About: about}
+
+	refused := failure{class: Transient, kind: KindRefused, reason: "connection refused"}
+	st := up
+	st.attempted(t0.Add(time.Minute), t0.Add(time.Minute+time.Second), refused, plan{wait: 2 * time.Second}, nil)
+	want := Status{Target: "vc", Up: true, LastAttempt: t0.Add(time.Minute), LastSuccess: t0,
+		Class: Transient, Kind: KindRefused, Reason: "connection refused", ConsecutiveFailures: 1, Backoff: 2 * time.Second, About: about}
+	if st != want {
+		t.Fatalf("fast retry:\n got %+v\nwant %+v", st, want)
+	}
+
+	auth := failure{class: Permanent, kind: KindAuth, reason: "login failure"}
+	st.attempted(t0.Add(2*time.Minute), t0.Add(2*time.Minute), auth, plan{wait: time.Minute, down: true}, nil)
+	want.Up, want.LastAttempt, want.Class, want.Kind, want.Reason, want.Permanent = false, t0.Add(2*time.Minute), Permanent, KindAuth, "login failure", true
+	want.ConsecutiveFailures, want.Backoff = 2, time.Minute
+	if st != want {
+		t.Fatalf("down:\n got %+v\nwant %+v", st, want)
+	}
+
+	st.Paused = true
+	newer := About{APIType: "VirtualCenter", Version: "9.0"}
+	end := t0.Add(3*time.Minute + time.Second)
+	st.attempted(t0.Add(3*time.Minute), end, failure{}, plan{wait: 15 * time.Second}, &newer)
+	want = Status{Target: "vc", Up: true, LastAttempt: t0.Add(3 * time.Minute), LastSuccess: end, About: newer}
+	if st != want {
+		t.Fatalf("success:\n got %+v\nwant %+v", st, want)
+	}
+	st.attempted(end, end, failure{}, plan{wait: 15 * time.Second}, nil)
+	if st.About != newer {
+		t.Errorf("a success without a session cleared About: %+v", st.About)
+	}
+}
+
+// TestLogAttempt: recoveries and news of failure are logged at Info and
+// Warn, a failure that repeats itself at Debug.
+func TestLogAttempt(t *testing.T) {
+	ok := Status{Target: "vc", Up: true}
+	failing := func(up bool, kind Kind, n int) Status {
+		return Status{Target: "vc", Up: up, Class: Transient, Kind: kind, Reason: "why",
+			ConsecutiveFailures: n, Backoff: 2 * time.Second}
+	}
+	for _, tc := range []struct {
+		name      string
+		prev, cur Status
+		want      string // the start of the line; "" for none
+	}{
+		{"first success", Status{Target: "vc"}, ok, `level=INFO msg="vCenter reachable" target=vc after_failures=0`},
+		{"still fine", ok, ok, ""},
+		{"recovered", failing(true, KindRefused, 2), ok, `level=INFO msg="vCenter reachable" target=vc after_failures=2`},
+		{"first failure, still up", ok, failing(true, KindRefused, 1),
+			`level=WARN msg="vCenter probe failed" target=vc class=transient kind=refused reason=why consecutive_failures=1 next_attempt_in=2s`},
+		{"repeated", failing(true, KindRefused, 1), failing(true, KindRefused, 2), `level=DEBUG msg="vCenter probe failed"`},
+		{"new kind", failing(true, KindRefused, 1), failing(true, KindReset, 2), `level=WARN msg="vCenter probe failed"`},
+		{"down", failing(true, KindRefused, 3), failing(false, KindRefused, 4), `level=WARN msg="vCenter down"`},
+		{"still down", failing(false, KindRefused, 4), failing(false, KindRefused, 5), `level=DEBUG msg="vCenter probe failed"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs logBuffer
+			logAttempt(logs.logger(), tc.prev, tc.cur)
+			_, got, _ := strings.Cut(logs.String(), " ") // drop the time
+			if (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
+				t.Errorf("logged %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

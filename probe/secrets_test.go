@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 )
@@ -22,7 +23,7 @@ import (
 // error text leave that text alone, in statuses and in logs.
 func TestErrorTextIsVerbatim(t *testing.T) {
 	s := startSim(t, simOptions{})
-	dead := closedPort(t)
+	dead := testkit.ClosedAddr(t)
 	refused := fmt.Sprintf(`connect %[1]s: Post "https://%[1]s/sdk": dial tcp %[1]s: connect: connection refused`, dead)
 	rejected := fmt.Sprintf("login %s: ServerFaultCode: Login failure", s.addr)
 
@@ -33,18 +34,15 @@ func TestErrorTextIsVerbatim(t *testing.T) {
 			cfg.Password = pw
 			var logs logBuffer
 			clk := newFakeClock()
-			p, err := New(cfg, nil, WithLogger(logs.logger()), WithClock(clk))
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := newProber(t, cfg, nil, WithLogger(logs.logger()), WithClock(clk))
 			once := p.ProbeOnce(context.Background())
 			if once[0].Reason != refused || once[1].Reason != rejected {
 				t.Errorf("ProbeOnce reasons:\n %q\n %q\nwant\n %q\n %q", once[0].Reason, once[1].Reason, refused, rejected)
 			}
 
 			stop := running(t, p)
-			waitStatus(t, p, 0, "refused", func(s Status) bool { return s.Kind == string(KindRefused) })
-			st := waitStatus(t, p, 1, "auth", func(s Status) bool { return s.Kind == string(KindAuth) })
+			waitStatus(t, p, 0, "refused", func(s Status) bool { return s.Kind == KindRefused })
+			st := waitStatus(t, p, 1, "auth", func(s Status) bool { return s.Kind == KindAuth })
 			stop()
 			run, _ := p.Status()
 			if run[0].Reason != refused || st.Reason != rejected {
@@ -67,7 +65,7 @@ func TestErrorTextIsVerbatim(t *testing.T) {
 // right.
 func TestLongRandomPasswordNeverShown(t *testing.T) {
 	s := startSim(t, simOptions{})
-	dead := closedPort(t)
+	dead := testkit.ClosedAddr(t)
 	pw := rand.Text() + rand.Text() // 52 random base32 characters
 
 	var outputs []string
@@ -84,14 +82,11 @@ func TestLongRandomPasswordNeverShown(t *testing.T) {
 			writeFile(t, cfg.PasswordFile, pw+"\n")
 		}
 		var logs logBuffer
-		p, err := New(cfg, nil, WithLogger(logs.logger()), WithClock(newFakeClock()))
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := newProber(t, cfg, nil, WithLogger(logs.logger()), WithClock(newFakeClock()))
 
 		// Wrong, through Run and ProbeOnce.
 		stop := running(t, p)
-		waitStatus(t, p, 1, "auth", func(s Status) bool { return s.Kind == string(KindAuth) })
+		waitStatus(t, p, 1, "auth", func(s Status) bool { return s.Kind == KindAuth })
 		stop()
 		run, _ := p.Status()
 		show("%v %+v %#v", run, run, run)

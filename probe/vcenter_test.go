@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/simulator/vpx"
@@ -26,10 +27,7 @@ import (
 
 func TestProbeOnceSuccessAndAbout(t *testing.T) {
 	s := startSim(t, simOptions{})
-	p, err := New(s.config(), nil, WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, s.config(), nil)
 	sts := p.ProbeOnce(context.Background())
 	if len(sts) != 1 {
 		t.Fatalf("got %d statuses", len(sts))
@@ -50,7 +48,7 @@ func TestProbeOnceSuccessAndAbout(t *testing.T) {
 	if n := s.countCalls("Logout"); n != 1 {
 		t.Errorf("ProbeOnce logged out %d times, want 1", n)
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
 		t.Errorf("logins = %v, want 1", got)
 	}
 }
@@ -58,23 +56,20 @@ func TestProbeOnceSuccessAndAbout(t *testing.T) {
 func TestProbeOnceManyTargets(t *testing.T) {
 	s := startSim(t, simOptions{})
 	cfg := s.config()
-	dead := closedPort(t)
+	dead := testkit.ClosedAddr(t)
 	cfg.URLs = []string{dead, s.url()}
-	p, err := New(cfg, nil, WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, nil)
 	sts := p.ProbeOnce(context.Background())
 	if len(sts) != 2 || sts[0].Target != dead || sts[1].Target != s.addr {
 		t.Fatalf("statuses %+v, want one per URL in order", sts)
 	}
-	if sts[0].Up || sts[0].Kind != string(KindRefused) || !sts[1].Up {
+	if sts[0].Up || sts[0].Kind != KindRefused || !sts[1].Up {
 		t.Fatalf("statuses %+v", sts)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "target", dead, "result", "failure"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "target", dead, "result", "failure"); got != 1 {
 		t.Errorf("failures for %s = %v", dead, got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "target", s.addr, "result", "success"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "target", s.addr, "result", "success"); got != 1 {
 		t.Errorf("successes for %s = %v", s.addr, got)
 	}
 	// ProbeOnce leaves the Run state alone.
@@ -89,18 +84,15 @@ func TestRunOneSessionManyProbes(t *testing.T) {
 	s := startSim(t, simOptions{})
 	cfg := s.config()
 	clk := newFakeClock()
-	p, err := New(cfg, nil, WithClock(clk), WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, nil, WithClock(clk))
 	stop := running(t, p)
 	for range 5 {
-		if got := clk.nextTimer(t); got != cfg.Interval {
+		if got := clk.NextTimer(t, guard); got != cfg.Interval {
 			t.Fatalf("wait %v, want Interval", got)
 		}
 		clk.Advance(cfg.Interval)
 	}
-	clk.nextTimer(t) // the 6th probe is recorded
+	clk.NextTimer(t, guard) // the 6th probe is recorded
 
 	if n := s.countCalls("Login"); n != 1 {
 		t.Errorf("vCenter saw %d logins for 6 probes, want 1", n)
@@ -160,7 +152,7 @@ linkgate_vcenter_up{target="%[1]s"} 1
 		"linkgate_vcenter_tls_insecure", "linkgate_vcenter_up"); err != nil {
 		t.Error(err)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probe_duration_seconds"); got != 6 {
+	if got := metricValue(t, p, "linkgate_vcenter_probe_duration_seconds"); got != 6 {
 		t.Errorf("duration histogram has %v samples, want 6", got)
 	}
 	problems, err := testutil.CollectAndLint(p)
@@ -175,7 +167,7 @@ linkgate_vcenter_up{target="%[1]s"} 1
 	if n := s.countCalls("Logout"); n != 1 {
 		t.Errorf("Run ended with %d Logout calls, want 1", n)
 	}
-	if got := metric(t, p, "linkgate_vcenter_session_active"); got != 0 {
+	if got := metricValue(t, p, "linkgate_vcenter_session_active"); got != 0 {
 		t.Errorf("session_active = %v after Run, want 0", got)
 	}
 }
@@ -186,12 +178,8 @@ func TestSessionExpiry(t *testing.T) {
 	s := startSim(t, simOptions{})
 	cfg := s.config()
 	clk := newFakeClock()
-	p, err := New(cfg, nil, WithClock(clk), WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, p)
-	clk.nextTimer(t)
+	p := runProber(t, clk, cfg, nil)
+	clk.NextTimer(t, guard)
 	keys := s.probeSessions()
 	if len(keys) != 1 {
 		t.Fatalf("prober used %d sessions, want 1", len(keys))
@@ -199,20 +187,20 @@ func TestSessionExpiry(t *testing.T) {
 	terminateSessions(t, s, keys)
 
 	clk.Advance(cfg.Interval)
-	if got := clk.nextTimer(t); got != cfg.Interval {
+	if got := clk.NextTimer(t, guard); got != cfg.Interval {
 		t.Fatalf("after expiry: wait %v, want Interval (re-login within the attempt)", got)
 	}
 	st, _ := p.Status()
 	if !st[0].Up || st[0].ConsecutiveFailures != 0 {
 		t.Fatalf("after expiry: %+v", st[0])
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 2 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 2 {
 		t.Errorf("logins = %v, want 2", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_errors_total", "class", "transient", "kind", "session_expired"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_errors_total", "class", "transient", "kind", "session_expired"); got != 1 {
 		t.Errorf("session_expired errors = %v, want 1", got)
 	}
-	if got := metric(t, p, "linkgate_vcenter_probes_total", "result", "success"); got != 2 {
+	if got := metricValue(t, p, "linkgate_vcenter_probes_total", "result", "success"); got != 2 {
 		t.Errorf("successful probes = %v, want 2", got)
 	}
 	if n := len(s.probeSessions()); n != 2 {
@@ -248,15 +236,12 @@ func TestTimeout(t *testing.T) {
 	s := startSim(t, simOptions{delay: map[string]int{"CurrentTime": 4000}})
 	cfg := s.config()
 	cfg.Timeout = 1500 * time.Millisecond
-	p, err := New(cfg, nil, WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, nil)
 	st := p.ProbeOnce(context.Background())[0]
-	if st.Up || st.Class != Transient || st.Kind != string(KindTimeout) {
+	if st.Up || st.Class != Transient || st.Kind != KindTimeout {
 		t.Fatalf("status %+v, want transient/timeout", st)
 	}
-	if got := metric(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
 		t.Errorf("logins = %v: the login is not delayed and must succeed", got)
 	}
 }
@@ -305,12 +290,9 @@ func TestTLSVerification(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := s.config()
 			tc.edit(&cfg)
-			p, err := New(cfg, nil, append(tc.opts, WithLogger(testLogger(t)))...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := newProber(t, cfg, nil, tc.opts...)
 			st := p.ProbeOnce(context.Background())[0]
-			if st.Up != (tc.kind == "") || st.Class != tc.class || st.Kind != string(tc.kind) {
+			if st.Up != (tc.kind == "") || st.Class != tc.class || st.Kind != tc.kind {
 				t.Fatalf("status %+v, want class %q kind %q", st, tc.class, tc.kind)
 			}
 			if tc.name == "wrong pin" && !strings.Contains(st.Reason, colonHex(sum256[:])) {
@@ -325,14 +307,11 @@ func TestInsecureIsLoudAndVisible(t *testing.T) {
 	cfg := s.config()
 	cfg.CAFile, cfg.Insecure = "", true
 	var logs logBuffer
-	p, err := New(cfg, nil, WithLogger(logs.logger()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, nil, WithLogger(logs.logger()))
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "disabled") {
 		t.Errorf("no warning logged for Insecure: %q", logs.String())
 	}
-	if got := metric(t, p, "linkgate_vcenter_tls_insecure"); got != 1 {
+	if got := metricValue(t, p, "linkgate_vcenter_tls_insecure"); got != 1 {
 		t.Errorf("tls_insecure = %v, want 1", got)
 	}
 }
@@ -377,20 +356,15 @@ func TestNotVCenter(t *testing.T) {
 		{"HTML, not SOAP", html.Listener.Addr().String(), html, Permanent, KindProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			cfg.URLs = []string{tc.addr}
-			cfg.User, cfg.Password, cfg.Timeout = simUser, simPass, 5*time.Second
+			cfg := configFor(tc.addr)
 			cfg.Insecure = true
 			if tc.pin != nil {
 				sum := sha256.Sum256(tc.pin.Certificate().Raw)
 				cfg.Insecure, cfg.Thumbprint = false, hex.EncodeToString(sum[:])
 			}
-			p, err := New(cfg, nil, WithLogger(testLogger(t)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := newProber(t, cfg, nil)
 			st := p.ProbeOnce(context.Background())[0]
-			if st.Up || st.Class != tc.class || st.Kind != string(tc.kind) {
+			if st.Up || st.Class != tc.class || st.Kind != tc.kind {
 				t.Fatalf("status %+v, want %s/%s", st, tc.class, tc.kind)
 			}
 		})
@@ -423,7 +397,7 @@ func listen(t *testing.T, handle func(net.Conn)) string {
 // TestDNSFailure: a name that does not resolve. The resolver is pointed at
 // a closed loopback port so that no query leaves the machine.
 func TestDNSFailure(t *testing.T) {
-	dead := closedPort(t)
+	dead := testkit.ClosedAddr(t)
 	d := &net.Dialer{Resolver: &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -431,15 +405,10 @@ func TestDNSFailure(t *testing.T) {
 			return d.DialContext(ctx, "udp", dead)
 		},
 	}}
-	cfg := DefaultConfig()
-	cfg.URLs = []string{"vcenter.invalid"}
-	cfg.User, cfg.Password, cfg.Timeout = simUser, simPass, 5*time.Second
-	p, err := New(cfg, nil, WithDialContext(d.DialContext), WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := configFor("vcenter.invalid")
+	p := newProber(t, cfg, nil, WithDialContext(d.DialContext))
 	st := p.ProbeOnce(context.Background())[0]
-	if st.Up || st.Class != Transient || st.Kind != string(KindDNS) {
+	if st.Up || st.Class != Transient || st.Kind != KindDNS {
 		t.Fatalf("status %+v, want transient/dns", st)
 	}
 	if st.Target != "vcenter.invalid" {
@@ -464,12 +433,9 @@ func TestPasswordFileRotationWithRealClock(t *testing.T) {
 	if err := os.Symlink("..data/password", cfg.PasswordFile); err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(cfg, nil, WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProber(t, cfg, nil)
 	running(t, p)
-	waitStatus(t, p, 0, "auth failure", func(s Status) bool { return s.Kind == string(KindAuth) })
+	waitStatus(t, p, 0, "auth failure", func(s Status) bool { return s.Kind == KindAuth })
 	writeSecretDir(t, dir, "v2", simPass)
 	st := waitStatus(t, p, 0, "up after rotation", func(s Status) bool { return s.Up })
 	if st.ConsecutiveFailures != 0 || st.Kind != "" {

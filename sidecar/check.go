@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/probe"
 )
 
 // Check names.
@@ -37,7 +38,7 @@ var ErrPermanent = errors.New("permanent")
 // one set of vCenter results and one instant.
 type Input struct {
 	Snapshot *collector.Snapshot
-	VCenter  []VCenterStatus
+	VCenter  []probe.Status
 	Now      time.Time
 
 	recheck time.Time

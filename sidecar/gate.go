@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // DefaultStableFor is the default flap damping: how long every check must
@@ -27,7 +29,7 @@ type GateOptions struct {
 	StableFor time.Duration
 	// EvalTimeout bounds one evaluation of all checks (default 10s).
 	EvalTimeout time.Duration
-	Clock       Clock
+	Clock       clock.Clock
 	Logger      *slog.Logger
 }
 
@@ -40,7 +42,7 @@ type Gate struct {
 	names       []string
 	stableFor   time.Duration
 	evalTimeout time.Duration
-	clock       Clock
+	clock       clock.Clock
 	log         *slog.Logger
 
 	state      atomic.Pointer[State]
@@ -63,7 +65,7 @@ func NewGate(opts GateOptions) (*Gate, error) {
 		checks:      opts.Checks,
 		stableFor:   opts.StableFor,
 		evalTimeout: opts.EvalTimeout,
-		clock:       clockOrSystem(opts.Clock),
+		clock:       clock.Or(opts.Clock),
 		log:         opts.Logger,
 	}
 	if g.evalTimeout <= 0 {
@@ -101,7 +103,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		return errors.New("gate: already running")
 	}
 	defer g.running.Store(false)
-	var timer Timer
+	var timer clock.Timer
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -112,7 +114,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		in := &Input{Snapshot: snap, Now: g.clock.Now()}
 		var vcChanged <-chan struct{}
 		if g.vcenter != nil {
-			in.VCenter, vcChanged = g.vcenter.VCenterStatus()
+			in.VCenter, vcChanged = g.vcenter.Status()
 		}
 		ectx, cancel := context.WithTimeout(ctx, g.evalTimeout)
 		report := Evaluate(ectx, g.checks, in)
@@ -152,30 +154,15 @@ func (g *Gate) Run(ctx context.Context) error {
 func (g *Gate) publish(report Report, now time.Time) *State {
 	prev := g.state.Load()
 	next := &State{Checks: make([]CheckStatus, len(report.Checks)), changed: make(chan struct{})}
-	allOK := true
-	var stableSince time.Time
 	for i, r := range report.Checks {
 		since := now
 		if p, ok := prev.Check(r.Name); ok && p.OK == r.OK {
 			since = p.Since
 		}
 		next.Checks[i] = CheckStatus{CheckResult: r, Since: since}
-		allOK = allOK && r.OK
-		if since.After(stableSince) {
-			stableSince = since
-		}
 	}
-	if allOK {
-		if len(report.Checks) == 0 {
-			stableSince = prev.Since
-		}
-		at := stableSince.Add(g.stableFor)
-		if now.Before(at) {
-			next.ReadyAt = at
-		} else {
-			next.Ready = true
-		}
-	}
+	// Without checks, the damping runs from the last transition.
+	next.Ready, next.ReadyAt = g.decide(next.Checks, nil, prev.Since, now)
 	if prev.Version > 0 && next.sameAs(prev) {
 		return prev
 	}
@@ -195,6 +182,64 @@ func (g *Gate) publish(report Report, now time.Time) *State {
 	g.state.Store(next)
 	close(prev.changed)
 	return next
+}
+
+// decide is the one rule of readiness, for the gate and for every request
+// that judges it with exclusions: every judged check holds and has held
+// for stable-for. excluded filters the checks; quiet is when the damping
+// starts if no check is judged. While the damping runs, readyAt is when it
+// ends.
+func (g *Gate) decide(checks []CheckStatus, excluded map[string]bool, quiet, now time.Time) (ready bool, readyAt time.Time) {
+	stableSince, judged := quiet, false
+	for _, c := range checks {
+		if excluded[c.Name] {
+			continue
+		}
+		if !c.OK {
+			return false, time.Time{}
+		}
+		if !judged || c.Since.After(stableSince) {
+			stableSince, judged = c.Since, true
+		}
+	}
+	if at := stableSince.Add(g.stableFor); now.Before(at) {
+		return false, at
+	}
+	return true, time.Time{}
+}
+
+// verdict is one request's view of a State.
+type verdict struct {
+	ready    bool
+	readyAt  time.Time // damping deadline, when every judged check holds
+	since    time.Time
+	checks   []CheckStatus
+	excluded map[string]bool
+	damped   bool // readyAt comes from this request's exclusions
+}
+
+// judge derives the answer for one check (single, undamped), for the whole
+// gate (its published verdict), or for the gate without the excluded
+// checks (decide with a filter: the remaining checks must all have held
+// for stable-for).
+func (g *Gate) judge(st *State, single string, excluded map[string]bool, now time.Time) verdict {
+	v := verdict{since: st.Since, excluded: excluded}
+	if single != "" {
+		c, ok := st.Check(single)
+		if !ok {
+			c = CheckStatus{CheckResult: CheckResult{Name: single, Reason: "not evaluated yet"}, Since: st.Since}
+		}
+		v.ready, v.since, v.checks, v.excluded = c.OK, c.Since, []CheckStatus{c}, nil // exclusions judge the whole gate only
+		return v
+	}
+	v.checks = st.Checks
+	if len(excluded) == 0 || st.Version == 0 {
+		v.ready, v.readyAt = st.Ready, st.ReadyAt
+		return v
+	}
+	v.ready, v.readyAt = g.decide(st.Checks, excluded, time.Time{}, now)
+	v.damped = !v.readyAt.IsZero()
+	return v
 }
 
 // State is an immutable gate verdict. A new State replaces it on every
@@ -282,6 +327,9 @@ func (s *State) Summary() string {
 	}
 	return "not ready: " + strings.Join(s.Failing(), "; ")
 }
+
+// String is the Summary.
+func (s *State) String() string { return s.Summary() }
 
 func (s *State) sameAs(o *State) bool {
 	if s.Ready != o.Ready || !s.ReadyAt.Equal(o.ReadyAt) || len(s.Checks) != len(o.Checks) {

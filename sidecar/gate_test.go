@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/probe"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -171,7 +172,7 @@ func TestFlapDamping(t *testing.T) {
 	if st.Ready || !st.ReadyAt.Equal(t0.Add(stable)) {
 		t.Fatalf("first ok: ready=%v readyAt=%v, want not ready until %v", st.Ready, st.ReadyAt, t0.Add(stable))
 	}
-	clk.waitTimer(t, t0.Add(stable))
+	clk.WaitTimer(t, t0.Add(stable), hang)
 	clk.Advance(6 * time.Second)
 
 	// A flap restarts the damping period from the recovery.
@@ -184,7 +185,7 @@ func TestFlapDamping(t *testing.T) {
 	if st.Ready || !st.ReadyAt.Equal(recovered.Add(stable)) {
 		t.Fatalf("after flap: ready=%v readyAt=%v, want not ready until %v", st.Ready, st.ReadyAt, recovered.Add(stable))
 	}
-	clk.waitTimer(t, recovered.Add(stable))
+	clk.WaitTimer(t, recovered.Add(stable), hang)
 	clk.Advance(9 * time.Second) // past the first deadline, short of the second
 	clk.Advance(time.Second)
 	st = waitState(t, g, "ready after stable-for", isReady)
@@ -234,8 +235,8 @@ func TestPathCheckReasons(t *testing.T) {
 	snap.Links = append(snap.Links, collector.Link{Index: 3, Name: "eth1", AdminUp: true, OperState: collector.OperDown})
 	vc1, vc2, vc3 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::3")
 	routes := fakeRoutes{
-		vc1: {Type: rtnUnicast, LinkIndex: 2},
-		vc2: {Type: rtnUnicast, LinkIndex: 3},
+		vc1: {Type: collector.RouteUnicast, LinkIndex: 2},
+		vc2: {Type: collector.RouteUnicast, LinkIndex: 3},
 		vc3: {Type: 6},
 	}
 	for _, tc := range []struct {
@@ -275,24 +276,24 @@ func TestVCenterCheck(t *testing.T) {
 	check := VCenterCheck(90 * time.Second)
 	for _, tc := range []struct {
 		name      string
-		status    []VCenterStatus
+		status    []probe.Status
 		want      string
 		permanent bool
 		recheck   time.Time
 	}{
 		{"none", nil, "no vCenter probe results yet", false, time.Time{}},
-		{"fresh", []VCenterStatus{{Target: "vc", Up: true, LastSuccess: now.Add(-time.Minute)}}, "", false, now.Add(30 * time.Second)},
-		{"stale", []VCenterStatus{{Target: "vc", Up: true, LastSuccess: now.Add(-2 * time.Minute)}}, "stale: no successful probe within 1m30s", false, time.Time{}},
-		{"refused", []VCenterStatus{vcRefused()}, "transient: refused: connection refused", false, time.Time{}},
-		{"permanent", []VCenterStatus{{Target: "vc", Class: "permanent", Kind: "auth", Reason: "incorrect user name or password", Permanent: true}},
+		{"fresh", []probe.Status{{Target: "vc", Up: true, LastSuccess: now.Add(-time.Minute)}}, "", false, now.Add(30 * time.Second)},
+		{"stale", []probe.Status{{Target: "vc", Up: true, LastSuccess: now.Add(-2 * time.Minute)}}, "stale: no successful probe within 1m30s", false, time.Time{}},
+		{"refused", []probe.Status{vcRefused()}, "transient: refused: connection refused", false, time.Time{}},
+		{"permanent", []probe.Status{{Target: "vc", Class: "permanent", Kind: "auth", Reason: "incorrect user name or password", Permanent: true}},
 			"permanent: auth: incorrect user name or password", true, time.Time{}},
-		{"paused", []VCenterStatus{{Target: "vc", Paused: true, Reason: "network down"}}, "probe paused: network down", false, time.Time{}},
+		{"paused", []probe.Status{{Target: "vc", Paused: true, Reason: "network down"}}, "probe paused: network down", false, time.Time{}},
 		// The prober still counts a target up during its fast retries; the
 		// gate does not: the last probe failed.
-		{"retrying", []VCenterStatus{{Target: "vc", Up: true, LastSuccess: now.Add(-time.Second), Class: "transient", Kind: "refused", Reason: "connection refused"}},
+		{"retrying", []probe.Status{{Target: "vc", Up: true, LastSuccess: now.Add(-time.Second), Class: "transient", Kind: "refused", Reason: "connection refused"}},
 			"transient: refused: connection refused", false, time.Time{}},
-		{"two targets", []VCenterStatus{vcUp(now), {Target: "https://u:p@vc2.example/sdk", Class: "permanent", Kind: "tls_certificate", Reason: "certificate pin mismatch"}},
-			"https://vc2.example: permanent: tls_certificate: certificate pin mismatch", false, now.Add(90 * time.Second)},
+		{"two targets", []probe.Status{vcUp(now), {Target: "https://u:p@vc2.example/sdk", Class: "permanent", Kind: "tls_certificate", Reason: "certificate pin mismatch"}},
+			"https://vc2.example/sdk: permanent: tls_certificate: certificate pin mismatch", false, now.Add(90 * time.Second)},
 	} {
 		in := &Input{VCenter: tc.status, Now: now}
 		err := check.Check(context.Background(), in)
@@ -311,7 +312,7 @@ func TestVCenterFreshnessExpiresWithoutSignal(t *testing.T) {
 	vc := newFakeVCenter(vcUp(clk.Now()))
 	g := startGate(t, GateOptions{Snapshots: healthySnapshot(), VCenter: vc, Checks: []Check{LinksCheck(), VCenterCheck(time.Minute)}, Clock: clk})
 	waitState(t, g, "ready", isReady)
-	clk.waitTimer(t, clk.Now().Add(time.Minute))
+	clk.WaitTimer(t, clk.Now().Add(time.Minute), hang)
 	clk.Advance(time.Minute)
 	waitState(t, g, "stale", checkFails(CheckVCenter, "stale"))
 }
@@ -323,7 +324,7 @@ func TestNetworkChecks(t *testing.T) {
 		{LinkIndex: 2, Family: collector.FamilyIPv6, Prefix: netip.MustParsePrefix("fe80::1/64"), Scope: 253},
 	}
 	s.Routes = []collector.Route{
-		{Family: collector.FamilyIPv4, Table: collector.TableMain, Dst: netip.MustParsePrefix("0.0.0.0/0"), LinkIndex: 2, Type: rtnUnicast},
+		{Family: collector.FamilyIPv4, Table: collector.TableMain, Dst: netip.MustParsePrefix("0.0.0.0/0"), LinkIndex: 2, Type: collector.RouteUnicast},
 		{Family: collector.FamilyIPv6, Table: collector.TableMain, Dst: netip.MustParsePrefix("::/0"), Type: 6},
 	}
 	both := []collector.Family{collector.FamilyIPv4, collector.FamilyIPv6}
@@ -356,7 +357,7 @@ func TestCheckReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	checks = append(checks, NewCheck("boom", func(context.Context, *Input) error { panic("bug") }))
-	r := Evaluate(context.Background(), checks, &Input{Snapshot: healthySnapshot().s, VCenter: []VCenterStatus{
+	r := Evaluate(context.Background(), checks, &Input{Snapshot: healthySnapshot().s, VCenter: []probe.Status{
 		{Target: "vc", Class: "permanent", Kind: "auth", Reason: "bad\npassword", Permanent: true},
 	}})
 	var b strings.Builder
@@ -436,7 +437,7 @@ func TestPathResolutionCache(t *testing.T) {
 	vc := netip.MustParseAddr("192.0.2.1")
 	res := &countingResolver{addrs: []netip.Addr{vc}}
 	check, err := PathCheck(PathOptions{
-		Targets: []string{"vc.example:443"}, Routes: fakeRoutes{vc: {Type: rtnUnicast, LinkIndex: 2}},
+		Targets: []string{"vc.example:443"}, Routes: fakeRoutes{vc: {Type: collector.RouteUnicast, LinkIndex: 2}},
 		Resolver: res, ResolveTTL: time.Minute,
 	})
 	if err != nil {

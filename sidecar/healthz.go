@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // HealthzHandler serves /healthz: liveness, not readiness. It answers 503
@@ -13,7 +14,8 @@ import (
 // cannot reach the kernel). A state in doubt after lost events does not
 // fail it, since linkgate is already rebuilding that state; ?verbose
 // shows it, kube-apiserver style, beside the liveness line.
-func HealthzHandler(health func() collector.Health, now func() time.Time) http.Handler {
+func HealthzHandler(health func() collector.Health, clk clock.Clock) http.Handler {
+	clk = clock.Or(clk)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := health()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -42,7 +44,7 @@ func HealthzHandler(health func() collector.Health, now func() time.Time) http.H
 			fmt.Fprintf(w, "[-]netlink-state-verified failed (not a liveness failure): %s\n", h.Doubt)
 		default:
 			fmt.Fprintf(w, "[-]netlink-state-verified failed (not a liveness failure): %s, for %s\n",
-				h.Doubt, now().Sub(h.DoubtSince).Round(time.Millisecond))
+				h.Doubt, clk.Now().Sub(h.DoubtSince).Round(time.Millisecond))
 		}
 		if h.Alive {
 			fmt.Fprintln(w, "healthz check passed")

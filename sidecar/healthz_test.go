@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/clock/fakeclock"
 )
 
 func TestHealthz(t *testing.T) {
@@ -41,7 +42,7 @@ func TestHealthz(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := HealthzHandler(func() collector.Health { return tc.health }, func() time.Time { return now })
+			h := HealthzHandler(func() collector.Health { return tc.health }, fakeclock.New(now))
 			code, body := get(t, h, tc.target)
 			if code != tc.code {
 				t.Errorf("status %d, want %d\n%s", code, tc.code, body)

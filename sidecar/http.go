@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // HandlerOptions configure the HTTP endpoints.
@@ -52,7 +54,7 @@ type HandlerOptions struct {
 // on the gate's Clock.
 type Handler struct {
 	gate        *Gate
-	clock       Clock
+	clock       clock.Clock
 	opts        HandlerOptions
 	waiters     chan struct{}
 	subscribers chan struct{}
@@ -137,55 +139,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// verdict is one request's view of a State.
-type verdict struct {
-	ready    bool
-	readyAt  time.Time // damping deadline, when every judged check holds
-	since    time.Time
-	checks   []CheckStatus
-	excluded map[string]bool
-	damped   bool // readyAt comes from this request's exclusions
-}
-
-// judge derives the answer for one check (single), for the whole gate, or
-// for the gate without the excluded checks. Exclusions keep the damping:
-// the remaining checks must all have held for stable-for.
-func (h *Handler) judge(st *State, single string, excluded map[string]bool, now time.Time) verdict {
-	v := verdict{since: st.Since, excluded: excluded}
-	if single != "" {
-		c, ok := st.Check(single)
-		if !ok {
-			c = CheckStatus{CheckResult: CheckResult{Name: single, Reason: "not evaluated yet"}, Since: st.Since}
-		}
-		v.ready, v.since, v.checks, v.excluded = c.OK, c.Since, []CheckStatus{c}, nil // exclusions judge the whole gate only
-		return v
-	}
-	v.checks = st.Checks
-	if len(excluded) == 0 || st.Version == 0 {
-		v.ready, v.readyAt = st.Ready, st.ReadyAt
-		return v
-	}
-	var stableSince time.Time
-	for _, c := range st.Checks {
-		if excluded[c.Name] {
-			continue
-		}
-		if !c.OK {
-			return v
-		}
-		if c.Since.After(stableSince) {
-			stableSince = c.Since
-		}
-	}
-	at := stableSince.Add(h.gate.stableFor)
-	if now.Before(at) {
-		v.readyAt, v.damped = at, true
-	} else {
-		v.ready = true
-	}
-	return v
-}
-
 // durationSyntax is what time.ParseDuration accepts, to tell a duration
 // too long to represent from text that is not a duration.
 var durationSyntax = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
@@ -245,7 +198,7 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 			unknown = append(unknown, name)
 		}
 	}
-	judge := func(st *State) verdict { return h.judge(st, single, excluded, h.clock.Now()) }
+	judge := func(st *State) verdict { return h.gate.judge(st, single, excluded, h.clock.Now()) }
 	v := judge(h.gate.State())
 	if wait > 0 && !v.ready && !h.closed() {
 		select {
@@ -281,7 +234,7 @@ func (h *Handler) await(r *http.Request, judge func(*State) verdict, wait time.D
 	for ; !v.ready; v = judge(st) {
 		// With exclusions the damping deadline is this request's own:
 		// the gate publishes nothing when it passes.
-		var damp Timer
+		var damp clock.Timer
 		var dampC <-chan time.Time
 		if v.damped {
 			damp = h.clock.NewTimer(max(v.readyAt.Sub(h.clock.Now()), 0))

@@ -116,7 +116,7 @@ func TestExcludeKeepsDamping(t *testing.T) {
 		resp <- r.StatusCode
 	}()
 	recv(t, waiting, "long-poll parked")
-	clk.waitTimer(t, t0.Add(10*time.Second))
+	clk.WaitTimer(t, t0.Add(10*time.Second), hang)
 	clk.Advance(10 * time.Second)
 	if code := recv(t, resp, "long-poll answer"); code != 200 {
 		t.Errorf("long-poll with exclusion after damping: %d", code)

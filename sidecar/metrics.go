@@ -1,11 +1,13 @@
 package sidecar
 
 import (
+	"github.com/linkgate/linkgate/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// desc names a metric of the gate, its HTTP endpoints or its notifiers.
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(prometheus.BuildFQName("linkgate", "", name), help, labels, nil)
+	return metric.NewDesc("", name, help, labels...)
 }
 
 var (
@@ -26,21 +28,14 @@ func (g *Gate) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. It reads the current State.
 func (g *Gate) Collect(ch chan<- prometheus.Metric) {
 	st := g.State()
-	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(st.Ready))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, metric.Bool(st.Ready))
 	for _, name := range g.names {
 		c, _ := st.Check(name) // not evaluated yet: 0
-		ch <- prometheus.MustNewConstMetric(descReadyCheck, prometheus.GaugeValue, boolValue(c.OK), name)
+		ch <- prometheus.MustNewConstMetric(descReadyCheck, prometheus.GaugeValue, metric.Bool(c.OK), name)
 	}
 	ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(g.toReady.Load()), "ready")
 	ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(g.toNotReady.Load()), "not_ready")
 	ch <- prometheus.MustNewConstMetric(descLastChange, prometheus.GaugeValue, float64(st.Since.UnixNano())/1e9)
-}
-
-func boolValue(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 var (
@@ -58,4 +53,33 @@ func (h *Handler) Describe(ch chan<- *prometheus.Desc) {
 func (h *Handler) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWaiters, prometheus.GaugeValue, float64(len(h.waiters)))
 	ch <- prometheus.MustNewConstMetric(descSubscribers, prometheus.GaugeValue, float64(len(h.subscribers)))
+}
+
+var (
+	descWebhookDeliveries = desc("webhook_deliveries_total", "Webhook notifications by final result: success (2xx), rejected (4xx, not retried), failed (gave up after retries).", "result")
+	descWebhookRetries    = desc("webhook_retries_total", "Webhook delivery attempts that were retried after a 5xx, 429 or connection error.")
+	descWebhookDropped    = desc("webhook_dropped_total", "Webhook notifications dropped undelivered: queue full (oldest dropped) or shutdown.")
+	descWebhookQueue      = desc("webhook_queue_length", "Webhook notifications waiting to be delivered, over all hooks.")
+)
+
+// Describe implements prometheus.Collector.
+func (w *Webhooks) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descWebhookDeliveries
+	ch <- descWebhookRetries
+	ch <- descWebhookDropped
+	ch <- descWebhookQueue
+}
+
+// Collect implements prometheus.Collector.
+func (w *Webhooks) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range deliveryResults {
+		ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(w.deliveries[r].Load()), r)
+	}
+	ch <- prometheus.MustNewConstMetric(descWebhookRetries, prometheus.CounterValue, float64(w.retries.Load()))
+	ch <- prometheus.MustNewConstMetric(descWebhookDropped, prometheus.CounterValue, float64(w.dropped.Load()))
+	queued := 0
+	for _, h := range w.hooks {
+		queued += h.len()
+	}
+	ch <- prometheus.MustNewConstMetric(descWebhookQueue, prometheus.GaugeValue, float64(queued))
 }

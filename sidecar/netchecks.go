@@ -25,12 +25,6 @@ func stateError(s *collector.Snapshot) error {
 	return nil
 }
 
-// RTN_* route types that carry traffic.
-const (
-	rtnUnicast = 1
-	rtnLocal   = 2
-)
-
 // LinksCheck holds when every required interface is up by the collector's
 // rule (collector.IsUp), or, with none required, when any non-loopback
 // link is up. The required list is the snapshot's (Network.Required).
@@ -137,7 +131,7 @@ func AddressesCheck(families ...collector.Family) Check {
 // tentative or failed in duplicate address detection).
 func hasGlobalAddress(s *collector.Snapshot, index int, f collector.Family) bool {
 	for _, a := range s.AddressesOf(index) {
-		if a.Family == f && a.Scope == 0 && a.Usable() {
+		if a.Family == f && a.Scope == collector.ScopeGlobal && a.Usable() {
 			return true
 		}
 	}
@@ -165,7 +159,7 @@ func DefaultRouteCheck(families ...collector.Family) Check {
 			routes := s.DefaultRoutes(f)
 			usable, downVia := false, ""
 			for _, r := range routes {
-				if r.Type != rtnUnicast {
+				if r.Type != collector.RouteUnicast {
 					continue
 				}
 				if r.LinkIndex != 0 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/redact"
 	"golang.org/x/sys/unix"
 )
 
@@ -128,7 +129,7 @@ func targetHost(raw string) (string, error) {
 	case strings.Contains(raw, "://"):
 		u, err := url.Parse(raw)
 		if err != nil {
-			return "", fmt.Errorf("vCenter target: %w", redactURLError(err))
+			return "", fmt.Errorf("vCenter target: %w", redact.Error(err))
 		}
 		host = u.Hostname()
 	default:
@@ -139,7 +140,7 @@ func targetHost(raw string) (string, error) {
 		}
 	}
 	if host == "" || strings.ContainsAny(host, "/@ ") {
-		return "", fmt.Errorf("vCenter target %q: no host", redactURL(raw))
+		return "", fmt.Errorf("vCenter target %q: no host", redact.URL(raw))
 	}
 	return host, nil
 }
@@ -231,8 +232,8 @@ func (f *pathFinder) hop(ctx context.Context, s *collector.Snapshot, target stri
 		}
 		return h
 	}
-	if r.Type != rtnUnicast && r.Type != rtnLocal {
-		h.err = fmt.Errorf("route is %s", routeTypeName(r.Type))
+	if r.Type != collector.RouteUnicast && r.Type != collector.RouteLocal {
+		h.err = fmt.Errorf("route is %s", r.Type)
 		return h
 	}
 	l, ok := s.LinkByIndex(r.LinkIndex)
@@ -255,20 +256,6 @@ func (f *pathFinder) hop(ctx context.Context, s *collector.Snapshot, target stri
 		}
 	}
 	return h
-}
-
-func routeTypeName(t uint8) string {
-	switch t {
-	case 6:
-		return "blackhole"
-	case 7:
-		return "unreachable"
-	case 8:
-		return "prohibit"
-	case 9:
-		return "throw"
-	}
-	return fmt.Sprintf("type %d", t)
 }
 
 // egress returns the sorted, distinct egress links of the hops.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // SystemdOptions configure NotifySystemd.
@@ -15,7 +16,7 @@ type SystemdOptions struct {
 	// Alive gates the watchdog: WATCHDOG=1 is sent only while it returns
 	// true (e.g. the collector's Alive). Nil: always alive.
 	Alive  func() bool
-	Clock  Clock
+	Clock  clock.Clock
 	Logger *slog.Logger
 }
 
@@ -35,7 +36,7 @@ func NotifySystemd(ctx context.Context, opts SystemdOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	clock := clockOrSystem(opts.Clock)
+	clk := clock.Or(opts.Clock)
 	alive := opts.Alive
 	if alive == nil {
 		alive = func() bool { return true }
@@ -59,10 +60,10 @@ func NotifySystemd(ctx context.Context, opts SystemdOptions) error {
 	st := opts.Gate.State()
 	notify(daemon.SdNotifyReady + "\n" + status(st))
 
-	var watchdog Timer
+	var watchdog clock.Timer
 	arm := func() {
 		if interval > 0 {
-			watchdog = clock.NewTimer(interval / 2)
+			watchdog = clk.NewTimer(interval / 2)
 		}
 	}
 	arm()

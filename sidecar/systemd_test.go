@@ -53,9 +53,9 @@ func TestNotifySystemd(t *testing.T) {
 	}
 
 	// Not alive: the watchdog period passes silently...
-	clk.waitTimer(t, t0.Add(5*time.Second))
+	clk.WaitTimer(t, t0.Add(5*time.Second), hang)
 	clk.Advance(5 * time.Second)
-	clk.waitTimer(t, t0.Add(10*time.Second)) // ...and is re-armed.
+	clk.WaitTimer(t, t0.Add(10*time.Second), hang) // ...and is re-armed.
 	vc.set(vcUp(time.Now()))
 	if got := recv(); got != "STATUS=ready" {
 		t.Errorf("after transition %q, want STATUS=ready (and no WATCHDOG while not alive)", got)

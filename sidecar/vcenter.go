@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/redact"
+	"github.com/linkgate/linkgate/probe"
 )
 
 // VCenterCheck holds when every vCenter target's last probe succeeded and,
@@ -28,7 +31,7 @@ func VCenterCheck(maxAge time.Duration) Check {
 				permanent = true
 			}
 			if len(in.VCenter) > 1 {
-				p = redactTarget(st.Target) + ": " + p
+				p = redact.Target(st.Target) + ": " + p
 			}
 			problems = append(problems, p)
 		}
@@ -43,7 +46,7 @@ func VCenterCheck(maxAge time.Duration) Check {
 	})
 }
 
-func vcenterProblem(st VCenterStatus, maxAge time.Duration, in *Input) string {
+func vcenterProblem(st probe.Status, maxAge time.Duration, in *Input) string {
 	switch {
 	case st.Paused:
 		return withDetail("probe paused", st.Reason)
@@ -51,7 +54,7 @@ func vcenterProblem(st VCenterStatus, maxAge time.Duration, in *Input) string {
 		// The last attempt failed: not ready even while the prober still
 		// counts the target up during its fast retries.
 		why := st.Reason
-		if head := joinDetail(st.Class, st.Kind); head != "" {
+		if head := joinDetail(string(st.Class), string(st.Kind)); head != "" {
 			why = withDetail(head, st.Reason)
 		}
 		if why == "" {
@@ -84,14 +87,6 @@ func withDetail(head, detail string) string {
 		return head
 	}
 	return head + ": " + detail
-}
-
-// redactTarget keeps a target readable without credentials.
-func redactTarget(t string) string {
-	if strings.Contains(t, "://") {
-		return redactURL(t)
-	}
-	return t
 }
 
 type permanentError struct{ error }

@@ -2,18 +2,16 @@ package sidecar
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/linkgate/linkgate/internal/testkit"
+	"github.com/linkgate/linkgate/internal/vcsim"
 	"github.com/linkgate/linkgate/probe"
-	"github.com/vmware/govmomi/simulator"
 )
 
 // TestVCenterReasonsVerbatim: what /ready?verbose and the JSON report
@@ -22,7 +20,7 @@ import (
 // the password is a piece of that text.
 func TestVCenterReasonsVerbatim(t *testing.T) {
 	vc := startVCSim(t, "vc-user", "the right password")
-	dead := closedAddr(t)
+	dead := testkit.ClosedAddr(t)
 	want := fmt.Sprintf("%[1]s: transient: refused: connect %[1]s: Post \"https://%[1]s/sdk\": dial tcp %[1]s: connect: connection refused; "+
 		"%[2]s: permanent: auth: login %[2]s: ServerFaultCode: Login failure", dead, vc)
 
@@ -35,14 +33,7 @@ func TestVCenterReasonsVerbatim(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var statuses []VCenterStatus
-			for _, s := range p.ProbeOnce(context.Background()) {
-				statuses = append(statuses, VCenterStatus{
-					Target: s.Target, Up: s.Up, LastSuccess: s.LastSuccess,
-					Class: string(s.Class), Kind: s.Kind, Reason: s.Reason, Permanent: s.Permanent, Paused: s.Paused,
-				})
-			}
-			g := vcenterGate(t, GateOptions{}, newFakeVCenter(statuses...))
+			g := vcenterGate(t, GateOptions{}, newFakeVCenter(p.ProbeOnce(context.Background())...))
 			h := NewHandler(g, HandlerOptions{})
 			t.Cleanup(h.Close)
 			mux := http.NewServeMux()
@@ -71,26 +62,10 @@ func TestVCenterReasonsVerbatim(t *testing.T) {
 // accepting user and password; it returns host:port.
 func startVCSim(t *testing.T, user, password string) string {
 	t.Helper()
-	m := simulator.VPX()
-	m.ClusterHost, m.Machine = 1, 0
-	if err := m.Create(); err != nil {
-		t.Fatal(err)
-	}
-	m.Service.TLS = new(tls.Config)
-	m.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(user, password)}
-	srv := m.Service.NewServer()
-	t.Cleanup(func() { srv.Close(); m.Remove() })
-	return srv.URL.Host
-}
-
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	sim, err := vcsim.StartWith(user, password)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	t.Cleanup(sim.Close)
+	return sim.Addr()
 }

@@ -12,29 +12,13 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/redact"
 )
 
 // ErrTimeout is wrapped by WaitURL and WaitLocal when the timeout ends
-// before the condition holds. Any other error is a hard error.
+// before the condition holds. Any other error is a hard error. (The exit
+// codes of `linkgate wait` follow from this: cmd/linkgate/exit.go.)
 var ErrTimeout = errors.New("timed out")
-
-// Exit codes of `linkgate wait`, as nm-online: ready, timed out, error.
-const (
-	ExitReady    = 0
-	ExitTimedOut = 1
-	ExitError    = 2
-)
-
-// ExitCode maps a WaitURL or WaitLocal result to its exit code.
-func ExitCode(err error) int {
-	switch {
-	case err == nil:
-		return ExitReady
-	case errors.Is(err, ErrTimeout):
-		return ExitTimedOut
-	}
-	return ExitError
-}
 
 const (
 	waitGrace      = 5 * time.Second // server's answer beyond the requested wait
@@ -53,10 +37,10 @@ const (
 func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout time.Duration) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return fmt.Errorf("wait: bad URL: %w", redactURLError(err))
+		return fmt.Errorf("wait: bad URL: %w", redact.Error(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("wait: bad URL %s: want http(s)://host[:port][/ready]", safeURL(u))
+		return fmt.Errorf("wait: bad URL %s: want http(s)://host[:port][/ready]", redact.URL(u.String()))
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/ready"
@@ -79,7 +63,7 @@ func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout ti
 		}
 		last = reason
 		if !time.Now().Before(deadline) {
-			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, timeout, safeURL(u), last)
+			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, timeout, redact.URL(u.String()), last)
 		}
 		// An answer that came back quickly (refused, shedding, shutting
 		// down) must not turn into a busy loop.
@@ -105,7 +89,7 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return false, "", fmt.Errorf("wait %s: %w", safeURL(u), redactURLError(err))
+		return false, "", fmt.Errorf("wait %s: %w", redact.URL(u.String()), redact.Error(err))
 	}
 	req.Header.Set("Accept", "text/plain")
 	resp, err := client.Do(req)
@@ -113,11 +97,11 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 		if ctx.Err() != nil {
 			return false, "", ctx.Err()
 		}
-		inner := redactURLError(err)
+		inner := redact.Error(err)
 		if retryableTransport(inner) || errors.Is(inner, context.DeadlineExceeded) {
 			return false, inner.Error(), nil
 		}
-		return false, "", fmt.Errorf("wait %s: %w", safeURL(u), inner)
+		return false, "", fmt.Errorf("wait %s: %w", redact.URL(u.String()), inner)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -129,7 +113,7 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return false, resp.Status, nil
 	}
-	return false, "", fmt.Errorf("wait %s: %s: %s", safeURL(u), resp.Status, oneLine(string(body)))
+	return false, "", fmt.Errorf("wait %s: %s: %s", redact.URL(u.String()), resp.Status, oneLine(string(body)))
 }
 
 func retryableTransport(err error) bool {

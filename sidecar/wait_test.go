@@ -27,7 +27,7 @@ func TestWaitURLReady(t *testing.T) {
 	go func() { done <- WaitURL(context.Background(), srv.Client(), srv.URL, hang) }()
 	recv(t, waiting, "long-poll parked")
 	vc.set(vcUp(time.Now()))
-	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil || ExitCode(err) != ExitReady {
+	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
 		t.Errorf("WaitURL = %v, want nil", err)
 	}
 }
@@ -39,7 +39,7 @@ func TestWaitURLTimesOut(t *testing.T) {
 	waitState(t, g, "not ready", isNotReady)
 
 	err := WaitURL(context.Background(), srv.Client(), srv.URL+"/ready?exclude=links", 300*time.Millisecond)
-	if !errors.Is(err, ErrTimeout) || ExitCode(err) != ExitTimedOut ||
+	if !errors.Is(err, ErrTimeout) ||
 		!strings.Contains(err.Error(), "vcenter failed: transient: refused: connection refused") {
 		t.Errorf("WaitURL = %v, want a time-out naming the failing check", err)
 	}
@@ -76,7 +76,7 @@ func TestWaitURLHardErrors(t *testing.T) {
 			}}}
 		}
 		err := WaitURL(context.Background(), client, tc.url, hang)
-		if err == nil || errors.Is(err, ErrTimeout) || ExitCode(err) != ExitError || !strings.Contains(err.Error(), tc.want) {
+		if err == nil || errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("WaitURL(%s) = %v, want a hard error with %q", tc.url, err, tc.want)
 		}
 		if err != nil && strings.Contains(err.Error(), "secret") {
@@ -151,7 +151,7 @@ func TestWaitLocal(t *testing.T) {
 	b.IP(t, "link", "set", "vb", "down")
 	waitSnapshot(t, c, "va without carrier", func(s *collector.Snapshot) bool { l, _ := s.LinkByName("va"); return !l.Up })
 	err := WaitLocal(ctx, c, va(":up"), 100*time.Millisecond)
-	if !errors.Is(err, ErrTimeout) || ExitCode(err) != ExitTimedOut || !strings.Contains(err.Error(), "va: operstate down, want up") {
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "va: operstate down, want up") {
 		t.Errorf("va without carrier: %v", err)
 	}
 	if err := WaitLocal(ctx, c, va(":down"), 0); err != nil {
@@ -191,7 +191,7 @@ func TestWaitLocal(t *testing.T) {
 	if err := WaitLocal(cctx, c, both, hang); err != nil {
 		t.Errorf("satisfied wait with a cancelled ctx: %v", err)
 	}
-	if err := WaitLocal(cctx, c, LocalWait{Links: []LinkRequirement{missing}}, hang); !errors.Is(err, context.Canceled) || ExitCode(err) != ExitError {
+	if err := WaitLocal(cctx, c, LocalWait{Links: []LinkRequirement{missing}}, hang); !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
 		t.Errorf("cancelled: %v", err)
 	}
 }

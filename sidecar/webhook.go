@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/linkgate/linkgate/internal/redact"
 )
 
 // WebhookFormat selects the JSON shape of a webhook.
@@ -132,16 +132,16 @@ func NewWebhooks(g *Gate, opts WebhookOptions) (*Webhooks, error) {
 	for i, h := range opts.Hooks {
 		u, err := url.Parse(h.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("webhook %d (%s): want an http(s) URL", i+1, redactURL(h.URL))
+			return nil, fmt.Errorf("webhook %d (%s): want an http(s) URL", i+1, redact.Origin(h.URL))
 		}
 		switch h.Format {
 		case "":
 			h.Format = WebhookGeneric
 		case WebhookGeneric, WebhookSlack, WebhookDiscord:
 		default:
-			return nil, fmt.Errorf("webhook %d (%s): format %q: want generic, slack or discord", i+1, redactURL(h.URL), h.Format)
+			return nil, fmt.Errorf("webhook %d (%s): format %q: want generic, slack or discord", i+1, redact.Origin(h.URL), h.Format)
 		}
-		w.hooks = append(w.hooks, &hookQueue{hook: h, label: redactURL(h.URL), wake: make(chan struct{}, 1)})
+		w.hooks = append(w.hooks, &hookQueue{hook: h, label: redact.Origin(h.URL), wake: make(chan struct{}, 1)})
 	}
 	return w, nil
 }
@@ -294,13 +294,13 @@ func (w *Webhooks) post(ctx context.Context, h *hookQueue, body []byte) (int, ti
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, h.hook.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, redactURLError(err)
+		return 0, 0, redact.Error(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "linkgate")
 	resp, err := w.opts.Client.Do(req)
 	if err != nil {
-		return 0, 0, redactURLError(err)
+		return 0, 0, redact.Error(err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -410,33 +410,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n-3], "") + "..."
-}
-
-var (
-	descWebhookDeliveries = desc("webhook_deliveries_total", "Webhook notifications by final result: success (2xx), rejected (4xx, not retried), failed (gave up after retries).", "result")
-	descWebhookRetries    = desc("webhook_retries_total", "Webhook delivery attempts that were retried after a 5xx, 429 or connection error.")
-	descWebhookDropped    = desc("webhook_dropped_total", "Webhook notifications dropped undelivered: queue full (oldest dropped) or shutdown.")
-	descWebhookQueue      = desc("webhook_queue_length", "Webhook notifications waiting to be delivered, over all hooks.")
-)
-
-// Describe implements prometheus.Collector.
-func (w *Webhooks) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descWebhookDeliveries
-	ch <- descWebhookRetries
-	ch <- descWebhookDropped
-	ch <- descWebhookQueue
-}
-
-// Collect implements prometheus.Collector.
-func (w *Webhooks) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range deliveryResults {
-		ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(w.deliveries[r].Load()), r)
-	}
-	ch <- prometheus.MustNewConstMetric(descWebhookRetries, prometheus.CounterValue, float64(w.retries.Load()))
-	ch <- prometheus.MustNewConstMetric(descWebhookDropped, prometheus.CounterValue, float64(w.dropped.Load()))
-	queued := 0
-	for _, h := range w.hooks {
-		queued += h.len()
-	}
-	ch <- prometheus.MustNewConstMetric(descWebhookQueue, prometheus.GaugeValue, float64(queued))
 }

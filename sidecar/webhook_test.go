@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/probe"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -123,7 +125,7 @@ linkgate_webhook_retries_total 2
 	}
 
 	// The way down: a warning naming the failing check.
-	vc.set(VCenterStatus{Target: "vc.example", Class: "permanent", Kind: "auth", Reason: "incorrect user name or password", Permanent: true})
+	vc.set(probe.Status{Target: "vc.example", Class: "permanent", Kind: "auth", Reason: "incorrect user name or password", Permanent: true})
 	waitState(t, g, "not ready", isNotReady)
 	if r := result(t, results); r != DeliverySuccess {
 		t.Fatalf("result %s", r)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -41,48 +42,52 @@ const (
 type keySpec struct {
 	flag string
 	kind valueKind
-	help string
 }
 
-// configKeys is the whole file format: every key a file may contain.
-var configKeys = map[string]keySpec{
-	// hyper2kvm's keys (docs/network-resilience: "Configuration").
-	"cmd":                                   {"", kindIgnored, "hyper2kvm's subcommand; ignored by linkgate"},
-	"network_monitor.enabled":               {"network.monitor", kindBool, ""},
-	"network_monitor.required_interfaces":   {"network.required-interfaces", kindList, ""},
-	"network_monitor.max_network_wait_s":    {"network.max-wait", kindSeconds, ""},
-	"network_monitor.pause_on_network_down": {"network.pause-on-down", kindBool, ""},
-	"vc_connection_max_retries":             {"vcenter.max-retries", kindInt, ""},
-	"vc_connection_base_backoff_s":          {"vcenter.base-backoff", kindSeconds, ""},
-	"vc_connection_max_backoff_s":           {"vcenter.max-backoff", kindSeconds, ""},
-	"vc_connection_timeout_s":               {"vcenter.timeout", kindSeconds, ""},
-	"vc_connection_enable_jitter":           {"vcenter.jitter", kindBool, ""},
-	// linkgate's own keys.
-	"netns":                     {"netns", kindPath, ""},
-	"web.listen_address":        {"web.listen-address", kindList, ""},
-	"web.telemetry_path":        {"web.telemetry-path", kindString, ""},
-	"web.config_file":           {"web.config.file", kindPath, ""},
-	"web.max_connections":       {"web.max-connections", kindInt, ""},
-	"log.level":                 {"log.level", kindString, ""},
-	"log.format":                {"log.format", kindString, ""},
-	"collector.device_include":  {"collector.device-include", kindString, ""},
-	"collector.device_exclude":  {"collector.device-exclude", kindString, ""},
-	"collector.verify_interval": {"collector.verify-interval", kindDuration, ""},
-	"vcenter.targets":           {"vcenter.url", kindList, ""},
-	"vcenter.user":              {"vcenter.user", kindString, ""},
-	"vcenter.password_file":     {"vcenter.password-file", kindPath, ""},
-	"vcenter.ca_file":           {"vcenter.ca-file", kindPath, ""},
-	"vcenter.thumbprint":        {"vcenter.thumbprint", kindString, ""},
-	"vcenter.insecure":          {"vcenter.insecure", kindBool, ""},
-	"vcenter.interval":          {"vcenter.interval", kindDuration, ""},
-	"gate.stable_for":           {"gate.stable-for", kindDuration, ""},
-	"gate.addresses":            {"gate.addresses", kindString, ""},
-	"gate.default_route":        {"gate.default-route", kindString, ""},
-	"notify.webhook_urls":       {"notify.webhook-url", kindList, ""},
-	"notify.webhook_format":     {"notify.webhook-format", kindString, ""},
-	// The failed-login limit that keeps vCenter SSO from locking the account.
-	"vcenter.max_failed_logins":   {"vcenter.max-failed-logins", kindInt, ""},
-	"vcenter.failed_login_window": {"vcenter.failed-login-window", kindDuration, ""},
+// configKeys is the whole file format: every key a file may contain. Each
+// key is declared on its flag, by the tag config:"key[,path|seconds]" (see
+// flags.go); the kind of value follows from the flag's Go type.
+var configKeys = func() map[string]keySpec {
+	keys := map[string]keySpec{
+		// hyper2kvm's subcommand (docs/network-resilience: "Configuration").
+		"cmd": {"", kindIgnored},
+	}
+	var visit func(t reflect.Type)
+	visit = func(t reflect.Type) {
+		for _, f := range reflect.VisibleFields(t) {
+			tag, ok := f.Tag.Lookup("config")
+			if !ok {
+				if _, isCmd := f.Tag.Lookup("cmd"); isCmd && f.Type.Kind() == reflect.Struct {
+					visit(f.Type)
+				}
+				continue
+			}
+			key, kind, _ := strings.Cut(tag, ",")
+			keys[key] = keySpec{f.Tag.Get("name"), valueKindOf(f.Type, kind)}
+		}
+	}
+	visit(reflect.TypeFor[cli]())
+	return keys
+}()
+
+// valueKindOf is how a file value for a flag of type t is read; option is
+// the config tag's kind ("path", "seconds" or nothing).
+func valueKindOf(t reflect.Type, option string) valueKind {
+	switch {
+	case option == "path":
+		return kindPath
+	case option == "seconds":
+		return kindSeconds
+	case t == reflect.TypeFor[time.Duration]():
+		return kindDuration
+	case t.Kind() == reflect.Bool:
+		return kindBool
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return kindInt
+	case t.Kind() == reflect.Slice:
+		return kindList
+	}
+	return kindString
 }
 
 // fileValue is one key's value as the flag text kong parses, and where it came from.

@@ -369,7 +369,7 @@ func TestHostileConfigsNeverEchoSecrets(t *testing.T) {
 		{name: "not an http URL", file: "notify:\n  webhook_urls: [ftp://hooks.example.test/T0K3N-abc]\n",
 			want: "cfg.yml:2: notify.webhook_urls: want an http(s) URL, got ftp://hooks.example.test (the rest is not shown: a webhook URL holds a token)"},
 		{name: "no scheme", file: "notify:\n  webhook_urls: hooks.example.test/T0K3N-abc\n",
-			want: "cfg.yml:2: notify.webhook_urls: want an http(s) URL, got <webhook URL>"},
+			want: "cfg.yml:2: notify.webhook_urls: want an http(s) URL, got <URL without a host>"},
 		{name: "URL as the notify section", file: "notify: https://hooks.example.test/T0K3N-abc\n",
 			want: "cfg.yml:1: notify: want a mapping (keys: webhook_format, webhook_urls), got a string (not shown: this key may hold a secret)"},
 		{name: "URL as a key", file: "notify: {https://hooks.example.test/T0K3N-abc}\n",
@@ -717,15 +717,7 @@ func writeBig(t *testing.T, path string, size int) {
 // fails that attempt before anything reaches vCenter (no failed login
 // toward the SSO lockout), says why in the target's reason, and is counted.
 func TestProbeRereadRefusesOversizeFiles(t *testing.T) {
-	sim, err := startVCSim()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	pwFile, err := sim.PasswordFile()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, pwFile := startSim(t)
 	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
 	for _, tc := range []struct {
 		name   string
@@ -743,7 +735,7 @@ func TestProbeRereadRefusesOversizeFiles(t *testing.T) {
 			t.Fatalf("parse exit %d", code)
 		}
 		x := parsed.cli.Exporter
-		p, err := env.newProber(&x.vcenterFlags, &x.networkFlags, nil)
+		p, err := x.newProber(env, &x.networkFlags, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/linkgate/linkgate/internal/vcsim"
 )
 
 // demoCmd is the newcomer's command: the sidecar against govmomi's vCenter
@@ -14,7 +16,7 @@ type demoCmd struct {
 }
 
 func (d *demoCmd) Run(env *runEnv) error {
-	sim, err := startVCSim()
+	sim, err := vcsim.Start()
 	if err != nil {
 		return err
 	}
@@ -42,8 +44,7 @@ func (d *demoCmd) Run(env *runEnv) error {
 	s := p.cli.Sidecar
 	denv := *env
 	denv.kctx, denv.res, denv.args, denv.demo = p.kctx, p.res, args, true
-	filter, err := s.validate(&denv)
-	if err != nil {
+	if err := s.validate(&denv); err != nil {
 		return err
 	}
 	base := "http://" + displayAddr(d.ListenAddress)
@@ -59,7 +60,7 @@ Take a link down (ip link set DEV down) to watch the gate close. Ctrl-C stops.
 `, sim.URL, sim.User, pwFile, base, base, base, base)
 	ctx, stop := signalContext()
 	defer stop()
-	return s.run(ctx, &denv, filter)
+	return s.run(ctx, &denv)
 }
 
 // displayAddr turns a listen address into one a browser can open.

@@ -14,6 +14,8 @@ import (
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/netnstest"
 	"github.com/linkgate/linkgate/internal/promtooltest"
+	"github.com/linkgate/linkgate/internal/vcsim"
+	"github.com/linkgate/linkgate/sidecar"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -40,26 +42,35 @@ func runningCollector(t *testing.T) (col *collector.Collector, stop func()) {
 	return collectorOn(t, a, "va")
 }
 
-// collectorOn runs a collector on ns with the required links and waits
-// for its first dump. stop ends it and waits; it also runs when the test
-// ends.
+// startSim runs the vCenter simulator until the test ends and writes its
+// password to a private file.
+func startSim(t *testing.T) (sim *vcsim.Sim, pwFile string) {
+	t.Helper()
+	sim, err := vcsim.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	if pwFile, err = sim.PasswordFile(); err != nil {
+		t.Fatal(err)
+	}
+	return sim, pwFile
+}
+
+// collectorOn runs a collector on ns with the required links from its
+// first dump on. stop ends it and waits; it also runs when the test ends.
 func collectorOn(t *testing.T, ns *netnstest.NS, required ...string) (col *collector.Collector, stop func()) {
 	t.Helper()
 	col, err := collector.New(collector.Options{NetNS: ns.Path, Required: required})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = col.Run(ctx) }()
-	stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
-	t.Cleanup(stop)
-	select {
-	case <-col.Synced():
-	case <-time.After(20 * time.Second):
-		t.Fatal("collector did not sync")
+	halt, err := col.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
+	stop = sync.OnceFunc(func() { _ = halt() })
+	t.Cleanup(stop)
 	return col, stop
 }
 
@@ -69,9 +80,9 @@ func collectorOn(t *testing.T, ns *netnstest.NS, required ...string) (col *colle
 func TestExporterHTTP(t *testing.T) {
 	col, stop := runningCollector(t)
 
-	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
-	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(), []expositionWriter{col}, col.Health)
-	ts := httptest.NewServer(srv.Handler)
+	srv := sidecar.NewServer(sidecar.ServerOptions{TelemetryPath: "/metrics", Gatherer: sidecar.NewRegistry(),
+		Fast: []sidecar.ExpositionWriter{col}, Health: col.Health})
+	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
 
 	code, body := get(t, ts.URL+"/metrics")
@@ -110,20 +121,12 @@ func TestExporterHTTP(t *testing.T) {
 // TestExporterWithVCenter runs the exporter's probe against the in-process
 // simulator and checks the vCenter series on /metrics.
 func TestExporterWithVCenter(t *testing.T) {
-	sim, err := startVCSim()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	pwFile, err := sim.PasswordFile()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, pwFile := startSim(t)
 	env := &runEnv{logger: slog.New(slog.DiscardHandler)}
 	v := &vcenterFlags{URL: []string{sim.URL}, User: sim.User, PasswordFile: pwFile, CAFile: sim.CAFile,
 		Interval: time.Hour, Timeout: 5 * time.Second, MaxRetries: 3, BaseBackoff: time.Second, MaxBackoff: 2 * time.Second, Jitter: true}
 	n := &networkFlags{Monitor: true, PauseOnDown: true, MaxWait: time.Minute}
-	p, err := env.newProber(v, n, nil)
+	p, err := v.newProber(env, n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +148,9 @@ func TestExporterWithVCenter(t *testing.T) {
 			t.Fatalf("probe never succeeded: %+v", st)
 		}
 	}
-	srv := newServer(env, &webFlags{TelemetryPath: "/metrics"}, newRegistry(p), nil, func() collector.Health { return collector.Health{Alive: true, Verified: true} })
-	ts := httptest.NewServer(srv.Handler)
+	srv := sidecar.NewServer(sidecar.ServerOptions{TelemetryPath: "/metrics", Gatherer: sidecar.NewRegistry(p),
+		Health: func() collector.Health { return collector.Health{Alive: true, Verified: true} }})
+	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
 	_, body := get(t, ts.URL+"/metrics")
 	target := strings.TrimSuffix(strings.TrimPrefix(sim.URL, "https://"), "/sdk")

@@ -1,7 +1,20 @@
 // Command linkgate watches the kernel's network state over rtnetlink and a
 // vCenter endpoint, exports both to Prometheus, and gates VM migrations on
 // them. This package only wires the collector, probe and sidecar packages
-// into a CLI.
+// into a CLI:
+//
+//	main.go    the commands, parsing (flag > LINKGATE_* > file > default)
+//	           and runEnv, what every command's Run receives
+//	flags.go   the flag groups; each validates itself and builds its
+//	           package's options (collector.Options, probe.Config, ...)
+//	config.go  the YAML file, a kong resolver; its keys are flag tags
+//	serve.go   exporter and sidecar: collector → probe → gate → HTTP
+//	           server, run until SIGTERM
+//	reload.go  SIGHUP
+//	wait.go, check.go, demo.go (vcsim.go)   the tools
+//	exit.go    the exit codes
+//
+// ARCHITECTURE.md at the top of the repository has the whole picture.
 package main
 
 import (
@@ -9,92 +22,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"reflect"
-	"regexp"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/linkgate/linkgate/internal/boundedfile"
 	"github.com/prometheus/common/version"
-	"github.com/prometheus/exporter-toolkit/web"
-	"go.yaml.in/yaml/v3"
 )
-
-// Exit codes, documented in the README.
-const (
-	exitOK      = 0
-	exitFailure = 1 // runtime failure (cannot listen, kernel refused, ...)
-	exitInvalid = 2 // invalid usage or configuration
-)
-
-// globalFlags apply to every command.
-type globalFlags struct {
-	Config      string `name:"config" placeholder:"FILE" help:"YAML configuration file (hyper2kvm keys network_monitor.*, vc_connection_* and linkgate's own)."`
-	ConfigCheck bool   `name:"config.check" help:"Validate flags, environment and configuration file, then exit (0 valid, 2 invalid)."`
-	LogLevel    string `name:"log.level" default:"info" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
-	LogFormat   string `name:"log.format" default:"logfmt" enum:"logfmt,json" help:"Log format: ${enum}."`
-}
-
-// webFlags follow Prometheus exporter conventions.
-type webFlags struct {
-	ListenAddress []string `name:"web.listen-address" default:":9977" placeholder:"ADDR" help:"Address to listen on; repeatable."`
-	TelemetryPath string   `name:"web.telemetry-path" default:"/metrics" help:"Path under which to expose metrics."`
-	ConfigFile    string   `name:"web.config.file" placeholder:"FILE" help:"exporter-toolkit web configuration (TLS, basic auth)."`
-	// A count, so kong itself refuses a negative one.
-	MaxConnections uint `name:"web.max-connections" default:"512" help:"Connections open at once per listen address; beyond it a new one replaces the longest-idle one, or is closed if none is idle. 0: no limit."`
-}
-
-// collectorFlags choose what the rtnetlink collector watches and exports.
-type collectorFlags struct {
-	NetNS          string        `name:"netns" placeholder:"PATH" help:"Network namespace to watch (/run/netns/NAME, /proc/PID/ns/net). Default: the process's own."`
-	DeviceInclude  string        `name:"collector.device-include" placeholder:"REGEXP" help:"Export only links whose name matches (anchored)."`
-	DeviceExclude  string        `name:"collector.device-exclude" placeholder:"REGEXP" help:"Do not export links whose name matches (anchored)."`
-	VerifyInterval time.Duration `name:"collector.verify-interval" default:"60s" help:"Anti-entropy: compare the state with a full kernel dump this often, repairing and counting any divergence; 0 disables."`
-}
-
-// verifyInterval maps the flag to collector.Options (0 there means the default).
-func (f *collectorFlags) verifyInterval() time.Duration {
-	if f.VerifyInterval == 0 {
-		return -1
-	}
-	return f.VerifyInterval
-}
-
-// networkFlags define when the network counts as up.
-type networkFlags struct {
-	RequiredInterfaces []string      `name:"network.required-interfaces" sep:"," placeholder:"IF,..." help:"Interfaces that must all be up; empty: any non-loopback link. 'auto' (sidecar): the egress links toward vCenter."`
-	Monitor            bool          `name:"network.monitor" default:"true" negatable:"" help:"Let network state pause the vCenter probe and gate readiness (network_monitor.enabled)."`
-	MaxWait            time.Duration `name:"network.max-wait" default:"300s" help:"After this long down, report the outage as network_down (max_network_wait_s)."`
-	PauseOnDown        bool          `name:"network.pause-on-down" default:"true" negatable:"" help:"Park the vCenter probe while the network is down (pause_on_network_down)."`
-}
-
-// vcenterFlags configure the vCenter probe. The password is never a flag:
-// it comes from --vcenter.password-file or LINKGATE_VCENTER_PASSWORD.
-type vcenterFlags struct {
-	URL          []string      `name:"vcenter.url" placeholder:"URL" help:"vCenter endpoint (https://host[:port]/sdk); repeatable."`
-	User         string        `name:"vcenter.user" help:"vCenter user name."`
-	PasswordFile string        `name:"vcenter.password-file" placeholder:"FILE" help:"File holding the vCenter password; re-read when it changes."`
-	CAFile       string        `name:"vcenter.ca-file" placeholder:"FILE" help:"PEM CA bundle to verify vCenter's certificate."`
-	Thumbprint   string        `name:"vcenter.thumbprint" help:"Pin vCenter's certificate: SHA-1 or SHA-256 fingerprints (AA:BB:..., colons optional), comma-separated."`
-	Insecure     bool          `name:"vcenter.insecure" help:"Skip TLS verification (warned, and exported as linkgate_vcenter_tls_insecure)."`
-	Interval     time.Duration `name:"vcenter.interval" default:"15s" help:"Probe period."`
-	Timeout      time.Duration `name:"vcenter.timeout" default:"10s" help:"Timeout of one vCenter call (vc_connection_timeout_s)."`
-	MaxRetries   int           `name:"vcenter.max-retries" default:"3" help:"Retries per connect cycle (vc_connection_max_retries)."`
-	BaseBackoff  time.Duration `name:"vcenter.base-backoff" default:"2s" help:"First retry wait (vc_connection_base_backoff_s)."`
-	MaxBackoff   time.Duration `name:"vcenter.max-backoff" default:"30s" help:"Retry wait cap and down-target cadence (vc_connection_max_backoff_s)."`
-	Jitter       bool          `name:"vcenter.jitter" default:"true" negatable:"" help:"±25% jitter inside the cap (vc_connection_enable_jitter)."`
-
-	// vCenter SSO locks an account after 5 failed logins in 180 s by default.
-	MaxFailedLogins   int           `name:"vcenter.max-failed-logins" default:"3" help:"At most this many failed logins per target within --vcenter.failed-login-window; further logins wait. Nothing resets it."`
-	FailedLoginWindow time.Duration `name:"vcenter.failed-login-window" default:"3m" help:"The window of --vcenter.max-failed-logins."`
-}
 
 type cli struct {
 	globalFlags
@@ -227,22 +163,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	env.level = new(slog.LevelVar)
 	env.level.Set(parseLevel(c.LogLevel))
 	env.logger = newLogger(stderr, env.level, c.LogFormat)
-	if err := p.kctx.Run(env); err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.err != nil {
-				fmt.Fprintf(stderr, "linkgate: %v\n", ee.err)
-			}
-			return ee.code
-		}
+	err := p.kctx.Run(env)
+	if ee := (*exitError)(nil); err != nil && !(errors.As(err, &ee) && ee.err == nil) {
 		fmt.Fprintf(stderr, "linkgate: %v\n", err)
-		var ce *configError
-		if errors.As(err, &ce) {
-			return exitInvalid
-		}
-		return exitFailure
 	}
-	return exitOK
+	return exitCode(err)
 }
 
 // runEnv is what every command's Run receives.
@@ -255,19 +180,6 @@ type runEnv struct {
 	level          *slog.LevelVar // changed by a configuration reload
 	args           []string       // re-parsed on SIGHUP
 	demo           bool
-}
-
-// exitError ends the program with a specific exit code (wait, check).
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit %d", e.code)
-	}
-	return e.err.Error()
 }
 
 // configChecked ends a --config.check run: validation has passed by now.
@@ -322,163 +234,4 @@ func newLogger(w io.Writer, level slog.Leveler, format string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// deviceFilter compiles the include/exclude regexps (anchored, as in
-// node_exporter) into one predicate.
-func (e *runEnv) deviceFilter(f *collectorFlags) (func(string) bool, error) {
-	if f.DeviceInclude != "" && f.DeviceExclude != "" {
-		return nil, configErrorf("%s and %s: --collector.device-include and --collector.device-exclude are mutually exclusive",
-			e.origin("collector.device-include"), e.origin("collector.device-exclude"))
-	}
-	compile := func(flag, expr string) (*regexp.Regexp, error) {
-		re, err := regexp.Compile("^(?:" + expr + ")$")
-		if err != nil {
-			return nil, e.invalid(flag, "invalid regexp %q: %s", expr, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
-		}
-		return re, nil
-	}
-	switch {
-	case f.DeviceInclude != "":
-		re, err := compile("collector.device-include", f.DeviceInclude)
-		if err != nil {
-			return nil, err
-		}
-		return re.MatchString, nil
-	case f.DeviceExclude != "":
-		re, err := compile("collector.device-exclude", f.DeviceExclude)
-		if err != nil {
-			return nil, err
-		}
-		return func(s string) bool { return !re.MatchString(s) }, nil
-	}
-	return nil, nil
-}
-
-func (e *runEnv) validateWeb(w *webFlags) error {
-	if len(w.ListenAddress) == 0 {
-		return e.invalid("web.listen-address", "at least one listen address is needed")
-	}
-	for _, addr := range w.ListenAddress {
-		if err := checkListenAddress(addr); err != nil {
-			return e.invalid("web.listen-address", "want host:port, [IPv6]:port or :port with a port from 0 to 65535, got %q (%v)", addr, err)
-		}
-	}
-	if !strings.HasPrefix(w.TelemetryPath, "/") || w.TelemetryPath == "/" {
-		return e.invalid("web.telemetry-path", "want a path that starts with / and is not /, got %q", w.TelemetryPath)
-	}
-	if w.ConfigFile != "" {
-		// exporter-toolkit reads these files without a bound; they are
-		// checked under linkgate's rule first.
-		if err := checkWebConfigFiles(w.ConfigFile); err != nil {
-			return e.invalid("web.config.file", "%v", err)
-		}
-		if err := web.Validate(w.ConfigFile); err != nil {
-			return e.invalid("web.config.file", "%v", err)
-		}
-	}
-	return nil
-}
-
-// checkListenAddress accepts what net.Listen("tcp", addr) listens on,
-// without listening: an IP, a host name or nothing, and a port number or
-// service name.
-func checkListenAddress(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		var ae *net.AddrError
-		if errors.As(err, &ae) {
-			return errors.New(ae.Err)
-		}
-		return err
-	}
-	switch {
-	case port == "":
-		return errors.New("no port")
-	case port[0] >= '0' && port[0] <= '9':
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return fmt.Errorf("port %s out of range", port)
-		}
-	default:
-		if _, err := net.LookupPort("tcp", port); err != nil {
-			return fmt.Errorf("unknown port name %q", port)
-		}
-	}
-	if host == "" {
-		return nil
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return nil
-	}
-	if !hostNameRE.MatchString(host) {
-		return fmt.Errorf("%q is neither an IP address nor a host name", host)
-	}
-	return nil
-}
-
-var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$`)
-
-// checkWebConfigFiles reads the web configuration and the TLS files it
-// names under the size rule, before exporter-toolkit reads them.
-func checkWebConfigFiles(path string) error {
-	b, err := boundedfile.Read(path, boundedfile.WebConfig)
-	if err != nil {
-		return err
-	}
-	var c struct {
-		TLS struct {
-			Cert string `yaml:"cert_file"`
-			Key  string `yaml:"key_file"`
-			CA   string `yaml:"client_ca_file"`
-		} `yaml:"tls_server_config"`
-	}
-	if yaml.Unmarshal(b, &c) != nil {
-		return nil // web.Validate names the syntax error
-	}
-	for _, f := range []struct{ key, path string }{
-		{"cert_file", c.TLS.Cert}, {"key_file", c.TLS.Key}, {"client_ca_file", c.TLS.CA},
-	} {
-		if f.path == "" {
-			continue
-		}
-		p := f.path
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(path), p) // as exporter-toolkit resolves it
-		}
-		if _, err := boundedfile.Read(p, boundedfile.WebTLS); err != nil {
-			return fmt.Errorf("tls_server_config.%s: %w", f.key, err)
-		}
-	}
-	return nil
-}
-
-func (e *runEnv) validateNetwork(n *networkFlags, c *collectorFlags, allowAuto bool, haveVCenter bool) error {
-	if c.VerifyInterval < 0 {
-		return e.invalid("collector.verify-interval", "want 0 (off) or a positive duration like 60s, got %s", c.VerifyInterval)
-	}
-	for _, name := range n.RequiredInterfaces {
-		switch {
-		case name == "auto":
-			if !allowAuto {
-				return e.invalid("network.required-interfaces", "'auto' is only available to the sidecar command")
-			}
-			if len(n.RequiredInterfaces) != 1 {
-				return e.invalid("network.required-interfaces", "'auto' cannot be combined with interface names")
-			}
-			if !haveVCenter {
-				return e.invalid("network.required-interfaces", "'auto' follows the route to vCenter and needs --vcenter.url")
-			}
-		case name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t\n:"):
-			return e.invalid("network.required-interfaces", "want interface names of 1 to 15 characters without '/', ':' or spaces, or 'auto', got %q", name)
-		}
-	}
-	if n.MaxWait < 0 {
-		return e.invalid("network.max-wait", "want a duration of 0 or more like 300s, got %s", n.MaxWait)
-	}
-	if c.NetNS != "" {
-		if _, err := os.Stat(c.NetNS); err != nil {
-			return e.invalid("netns", "%v", err)
-		}
-	}
-	return nil
 }

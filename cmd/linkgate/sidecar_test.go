@@ -14,13 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
 	"github.com/linkgate/linkgate/internal/promtooltest"
+	"github.com/linkgate/linkgate/internal/testkit"
+	"github.com/linkgate/linkgate/internal/vcsim"
 )
 
 // freePort returns a loopback address for a server the test starts by
@@ -46,7 +47,7 @@ func freePort(t *testing.T) string {
 // and probing the in-process vCenter simulator, served on loopback.
 type sidecarEnv struct {
 	a, b    *netnstest.NS
-	sim     *vcsim
+	sim     *vcsim.Sim
 	pwFile  string
 	base    string
 	vcFlags []string
@@ -54,35 +55,7 @@ type sidecarEnv struct {
 	done    chan error
 	s       *sidecarCmd
 	env     *runEnv
-	log     syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) waitFor(t *testing.T, text string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(s.String(), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log never said %q:\n%s", text, s.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	log     testkit.Buffer
 }
 
 func startSidecar(t *testing.T, extra ...string) *sidecarEnv {
@@ -93,15 +66,8 @@ func startSidecarWith(t *testing.T, required []string, extra ...string) *sidecar
 	t.Helper()
 	e := &sidecarEnv{a: netnstest.New(t), b: netnstest.New(t)}
 	netnstest.Veth(t, e.a, "va", e.b, "vb")
-	sim, err := startVCSim()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	e.sim = sim
-	if e.pwFile, err = sim.PasswordFile(); err != nil {
-		t.Fatal(err)
-	}
+	e.sim, e.pwFile = startSim(t)
+	sim := e.sim
 	addr := freePort(t)
 	e.base = "http://" + addr
 	e.vcFlags = []string{"--vcenter.url", sim.URL, "--vcenter.user", sim.User,
@@ -117,14 +83,13 @@ func startSidecarWith(t *testing.T, required []string, extra ...string) *sidecar
 	e.s = &p.cli.Sidecar
 	e.env = &runEnv{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, kctx: p.kctx, res: p.res,
 		global: &p.cli.globalFlags, args: args, level: new(slog.LevelVar), logger: slog.New(slog.NewTextHandler(&e.log, nil))}
-	filter, err := e.s.validate(e.env)
-	if err != nil {
+	if err := e.s.validate(e.env); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.done = make(chan error, 1)
-	go func() { e.done <- e.s.run(ctx, e.env, filter) }()
+	go func() { e.done <- e.s.run(ctx, e.env) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -297,7 +262,7 @@ func TestSidecarReload(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	e.log.waitFor(t, "keeping the running configuration")
+	e.log.WaitFor(t, "keeping the running configuration", 20*time.Second)
 	if !strings.Contains(e.log.String(), `unknown key \"network_monitor.bogus\"`) {
 		t.Errorf("reload failure does not name the problem:\n%s", e.log.String())
 	}
@@ -309,7 +274,7 @@ func TestSidecarReload(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	e.log.waitFor(t, "configuration reloaded")
+	e.log.WaitFor(t, "configuration reloaded", 20*time.Second)
 	e.waitStatus(t, http.StatusOK)
 }
 
@@ -317,7 +282,7 @@ func TestSidecarReload(t *testing.T) {
 // against the simulator and exits 0 on SIGTERM.
 func TestDemo(t *testing.T) {
 	addr := freePort(t)
-	var out, errb syncBuffer
+	var out, errb testkit.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run([]string{"demo", "--web.listen-address", addr}, &out, &errb) }()
 	e := &sidecarEnv{base: "http://" + addr}

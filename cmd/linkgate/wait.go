@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"sync"
+	"crypto/tls"
+	"errors"
+	"net/http"
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
@@ -32,22 +32,22 @@ func (w *waitCmd) Run(env *runEnv) error {
 		timeout, timeoutFlag = w.MaxWait, "network.max-wait"
 	}
 	if timeout < 0 {
-		return &exitError{sidecar.ExitError, env.invalid(timeoutFlag, "want a duration of 0 (look once) or more like 30s, got %s", timeout)}
+		return env.invalid(timeoutFlag, "want a duration of 0 (look once) or more like 30s, got %s", timeout)
 	}
 	local := sidecar.LocalWait{Any: w.Any, IPv4: w.IPv4, IPv6: w.IPv6}
 	for _, s := range w.Interface {
 		r, err := sidecar.ParseLinkRequirement(s)
 		if err != nil {
-			return &exitError{sidecar.ExitError, env.invalid("interface", "%v", err)}
+			return env.invalid("interface", "%v", err)
 		}
 		local.Links = append(local.Links, r)
 	}
 	if w.URL != "" && (len(w.Interface) > 0 || w.Any || w.IPv4 || w.IPv6 || w.NetNS != "") {
-		return &exitError{sidecar.ExitError, configErrorf("--url waits on a sidecar; --interface, --any, -4, -6 and --netns are for local mode")}
+		return configErrorf("--url waits on a sidecar; --interface, --any, -4, -6 and --netns are for local mode")
 	}
 	client, err := waitClient(w.CAFile)
 	if err != nil {
-		return &exitError{sidecar.ExitError, env.invalid("tls.ca-file", "%v", err)}
+		return env.invalid("tls.ca-file", "%v", err)
 	}
 	if env.configChecked() {
 		return nil
@@ -60,129 +60,41 @@ func (w *waitCmd) Run(env *runEnv) error {
 	} else {
 		err = w.waitLocal(ctx, env, local, timeout)
 	}
-	code := sidecar.ExitCode(err)
-	if err == nil {
-		return nil
+	if err != nil && ctx.Err() != nil {
+		err = errors.New("wait interrupted")
 	}
-	if ctx.Err() != nil {
-		err = fmt.Errorf("wait interrupted")
-	}
-	return &exitError{code, err}
+	return waitExit(err)
 }
-
-// syncTimeout bounds the wait for the collector's first dump.
-const syncTimeout = 10 * time.Second
 
 func (w *waitCmd) waitLocal(ctx context.Context, env *runEnv, local sidecar.LocalWait, timeout time.Duration) error {
 	col, err := collector.New(collector.Options{NetNS: w.NetNS, Logger: env.logger.With("component", "collector")})
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var runErr error
-	go func() { defer wg.Done(); runErr = col.Run(cctx) }()
-	// The first kernel dump takes milliseconds; wait for it so that even
-	// --timeout 0 judges real state, not the empty initial snapshot.
-	select {
-	case <-col.Synced():
-		err = sidecar.WaitLocal(cctx, col, local, timeout)
-	case <-time.After(syncTimeout):
-		err = fmt.Errorf("no kernel network state after %s", syncTimeout)
-	case <-cctx.Done():
-		err = cctx.Err()
+	// Judge real state, even with --timeout 0: Start returns after the
+	// first kernel dump, not with the empty initial snapshot.
+	stop, err := col.Start(ctx)
+	if err != nil {
+		return err
 	}
-	cancel()
-	wg.Wait()
-	if runErr != nil {
-		return runErr
+	err = sidecar.WaitLocal(ctx, col, local, timeout)
+	if serr := stop(); serr != nil {
+		return serr
 	}
 	return err
 }
 
-// checkCmd evaluates every check once and prints a table or JSON.
-type checkCmd struct {
-	collectorFlags `embed:""`
-	networkFlags   `embed:""`
-	vcenterFlags   `embed:""`
-	gateFlags      `embed:""`
-	Output         string        `name:"output" short:"o" default:"table" enum:"table,json" help:"Output format: ${enum}."`
-	CheckTimeout   time.Duration `name:"check.timeout" default:"30s" help:"Bound on the whole check."`
-}
-
-func (c *checkCmd) Run(env *runEnv) error {
-	s := &sidecarCmd{
-		webFlags:       webFlags{ListenAddress: []string{":0"}, TelemetryPath: "/metrics"},
-		collectorFlags: c.collectorFlags, networkFlags: c.networkFlags, vcenterFlags: c.vcenterFlags, gateFlags: c.gateFlags,
-	}
-	if _, err := s.validate(env); err != nil {
-		return &exitError{2, err}
-	}
-	if env.configChecked() {
-		return nil
-	}
-	ctx, stop := signalContext()
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, c.CheckTimeout)
-	defer cancel()
-	report, err := c.evaluate(ctx, env, s)
-	if err != nil {
-		return &exitError{2, fmt.Errorf("check: %w", err)}
-	}
-	if c.Output == "json" {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(report); err != nil {
-			return &exitError{2, err}
+// waitClient is for `wait --url`: the sidecar is local (same pod or
+// host), so HTTP_PROXY from the environment must not apply.
+func waitClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	if caFile != "" {
+		pool, err := readCABundle(caFile)
+		if err != nil {
+			return nil, err
 		}
-	} else if err := report.WriteTable(env.stdout); err != nil {
-		return &exitError{2, err}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	if !report.Ready {
-		return &exitError{1, nil}
-	}
-	return nil
-}
-
-// evaluate takes one snapshot of the kernel and probes vCenter once.
-func (c *checkCmd) evaluate(ctx context.Context, env *runEnv, s *sidecarCmd) (sidecar.Report, error) {
-	required := s.RequiredInterfaces
-	if s.autoRequired() {
-		required = nil // the path check covers the route to vCenter
-	}
-	col, err := collector.New(collector.Options{NetNS: s.NetNS, Required: required, Logger: env.logger.With("component", "collector")})
-	if err != nil {
-		return sidecar.Report{}, err
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var runErr error
-	go func() { defer wg.Done(); runErr = col.Run(cctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	select {
-	case <-col.Synced():
-	case <-ctx.Done():
-		cancel()
-		wg.Wait()
-		if runErr != nil {
-			return sidecar.Report{}, runErr
-		}
-		return sidecar.Report{}, fmt.Errorf("no kernel state: %w", ctx.Err())
-	}
-	in := &sidecar.Input{Snapshot: col.Snapshot()}
-	prober, err := env.newProber(&s.vcenterFlags, &s.networkFlags, nil)
-	if err != nil {
-		return sidecar.Report{}, err
-	}
-	if prober != nil {
-		in.VCenter = toVCenterStatus(prober.ProbeOnce(ctx))
-	}
-	in.Now = time.Now()
-	checks, err := s.checks(col)
-	if err != nil {
-		return sidecar.Report{}, err
-	}
-	return sidecar.Evaluate(ctx, checks, in), nil
+	return &http.Client{Transport: tr}, nil
 }

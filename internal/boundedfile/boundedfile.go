@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/linkgate/linkgate/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -171,7 +172,7 @@ func (f File) Failures() uint64 { return failures[f].Load() }
 
 const helpText = "Failed reads of a file linkgate was given (missing, unreadable, not a regular file, or over its size limit), by file: config, password, ca, web_config, web_tls. At start such a failure ends linkgate with exit code 2; at run time what is in use is kept."
 
-var readErrorsDesc = prometheus.NewDesc("linkgate_file_read_errors_total", helpText, []string{"file"}, nil)
+var readErrorsDesc = metric.NewDesc("file", "read_errors_total", helpText, "file")
 
 // Collector exports the failure counts; every file has a series from the
 // start, so increase() sees the first failure.

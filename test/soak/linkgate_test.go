@@ -1,7 +1,6 @@
 package soak
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -10,11 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -43,28 +42,10 @@ type sidecar struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	base   string // http://127.0.0.1:port
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *testkit.Buffer
+	stderr *testkit.Buffer
 	done   chan struct{}
 	exit   error
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // freePort returns a loopback address nothing listens on right now.
@@ -81,7 +62,7 @@ func freePort(t *testing.T) string {
 func startSidecar(t *testing.T, bin string, args ...string) *sidecar {
 	t.Helper()
 	addr := freePort(t)
-	s := &sidecar{t: t, base: "http://" + addr, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
+	s := &sidecar{t: t, base: "http://" + addr, stdout: new(testkit.Buffer), stderr: new(testkit.Buffer), done: make(chan struct{})}
 	s.cmd = exec.Command(bin, append([]string{"sidecar", "--web.listen-address=" + addr}, args...)...)
 	// Nothing of the test's environment: no LINKGATE_* variable leaks in.
 	s.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}

@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"bytes"
@@ -17,9 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 )
-
-// expositionWriter writes metric families in the text format.
-type expositionWriter interface{ WriteText(w io.Writer) error }
 
 // maxScrapesInFlight bounds concurrent renders, as promhttp's
 // MaxRequestsInFlight does: a render holds a compressor, the collector's
@@ -75,7 +72,7 @@ var (
 // reads.
 type metricsHandler struct {
 	reg    prometheus.Gatherer
-	fast   []expositionWriter
+	fast   []ExpositionWriter
 	logger *slog.Logger
 
 	renders      chan struct{} // render slots
@@ -85,7 +82,7 @@ type metricsHandler struct {
 	sending      atomic.Int64 // responses being sent
 }
 
-func newMetricsHandler(reg prometheus.Gatherer, logger *slog.Logger, fast ...expositionWriter) *metricsHandler {
+func newMetricsHandler(reg prometheus.Gatherer, logger *slog.Logger, fast ...ExpositionWriter) *metricsHandler {
 	return &metricsHandler{
 		reg:          reg,
 		fast:         fast,

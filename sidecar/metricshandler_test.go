@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"bufio"
@@ -73,7 +73,9 @@ func fetchMetrics(url string, gz bool) (*http.Response, string, error) {
 // watching a private namespace as the fast writer, as the exporter does,
 // and checks what Prometheus would get, compressed and not.
 func TestMetricsHandler(t *testing.T) {
-	col, _ := runningCollector(t)
+	a, b := netnstest.New(t), netnstest.New(t)
+	netnstest.Veth(t, a, "va", b, "vb")
+	col := startCollector(t, a, "va")
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
@@ -233,9 +235,6 @@ func TestMetricsAcceptsGzip(t *testing.T) {
 	}
 }
 
-// hang guards the waits of the tests below; none of them asserts a timing.
-const hang = time.Minute
-
 // waitFor polls cond until it holds, failing the test after hang.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -317,9 +316,9 @@ func vethPairs(t *testing.T, ns *netnstest.NS, n int) {
 func TestMetricsSlowReadersDoNotBlockScrapes(t *testing.T) {
 	ns := netnstest.New(t)
 	vethPairs(t, ns, 1000)
-	col, _ := collectorOn(t, ns)
+	col := startCollector(t, ns)
 
-	h := newMetricsHandler(newRegistry(), slog.New(slog.DiscardHandler), col)
+	h := newMetricsHandler(NewRegistry(), slog.New(slog.DiscardHandler), col)
 	h.writeTimeout = hang // the stalled clients must still hang at the end
 	ts := serveMetrics(t, h)
 

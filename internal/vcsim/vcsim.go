@@ -1,4 +1,7 @@
-package main
+// Package vcsim runs govmomi's vCenter simulator in-process over HTTPS on
+// loopback with its own credentials and CA file: the vCenter of
+// `linkgate demo` and of the tests that need one.
+package vcsim
 
 import (
 	"crypto/rand"
@@ -14,10 +17,8 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// vcsim is govmomi's vCenter simulator running in-process over HTTPS on
-// loopback with generated credentials: the vCenter of `linkgate demo` and
-// of the command tests.
-type vcsim struct {
+// Sim is a running simulator.
+type Sim struct {
 	URL      string // https://127.0.0.1:PORT/sdk, without credentials
 	User     string
 	Password string
@@ -27,12 +28,19 @@ type vcsim struct {
 	server   *simulator.Server
 }
 
-func startVCSim() (*vcsim, error) {
+// Start runs a simulator with a generated password for the user
+// linkgate-demo@vsphere.local.
+func Start() (*Sim, error) {
 	secret := make([]byte, 16)
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	s := &vcsim{User: "linkgate-demo@vsphere.local", Password: hex.EncodeToString(secret)}
+	return StartWith("linkgate-demo@vsphere.local", hex.EncodeToString(secret))
+}
+
+// StartWith runs a simulator that accepts only user and password.
+func StartWith(user, password string) (*Sim, error) {
+	s := &Sim{User: user, Password: password}
 	m := simulator.VPX()
 	m.ClusterHost, m.Machine = 1, 0 // the probe needs no inventory
 	if err := m.Create(); err != nil {
@@ -61,13 +69,16 @@ func startVCSim() (*vcsim, error) {
 	return s, nil
 }
 
+// Addr is the simulator's host:port.
+func (s *Sim) Addr() string { return s.server.URL.Host }
+
 // PasswordFile writes the password to a private file and returns its path.
-func (s *vcsim) PasswordFile() (string, error) {
+func (s *Sim) PasswordFile() (string, error) {
 	p := filepath.Join(s.dir, "password")
 	return p, os.WriteFile(p, []byte(s.Password+"\n"), 0o600)
 }
 
-func (s *vcsim) Close() {
+func (s *Sim) Close() {
 	if s.server != nil {
 		s.server.Close()
 	}

@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"bufio"
@@ -201,7 +201,7 @@ func TestLimitedListenerRefusesWhenBusy(t *testing.T) {
 		}()
 	}
 	for range limit {
-		recvWithin(t, entered, "a request to be in progress")
+		recv(t, entered, "a request to be in progress")
 	}
 
 	c, err := net.Dial("tcp", addr)
@@ -218,7 +218,7 @@ func TestLimitedListenerRefusesWhenBusy(t *testing.T) {
 
 	close(release)
 	for range limit {
-		if code := recvWithin(t, codes, "a request in progress to complete"); code != http.StatusOK {
+		if code := recv(t, codes, "a request in progress to complete"); code != http.StatusOK {
 			t.Errorf("request in progress: %d", code)
 		}
 	}
@@ -232,15 +232,4 @@ func TestLimitedListenerRefusesWhenBusy(t *testing.T) {
 	if code, err := request(c2, bufio.NewReader(c2)); err != nil || code != http.StatusOK {
 		t.Errorf("after the busy ones went idle: %d %v", code, err)
 	}
-}
-
-func recvWithin[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(hang):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	panic("unreachable")
 }

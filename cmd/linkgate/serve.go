@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/probe"
+	"github.com/linkgate/linkgate/sidecar"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// serveFlags are the settings of both long-running commands.
+type serveFlags struct {
+	webFlags       `embed:""`
+	collectorFlags `embed:""`
+	networkFlags   `embed:""`
+	vcenterFlags   `embed:""`
+}
+
+// validate checks the settings; withGate allows required_interfaces: auto.
+func (s *serveFlags) validate(e *runEnv, withGate bool) error {
+	if err := s.collectorFlags.validate(e); err != nil {
+		return err
+	}
+	if err := s.webFlags.validate(e); err != nil {
+		return err
+	}
+	if err := s.networkFlags.validate(e, withGate, len(s.URL) > 0); err != nil {
+		return err
+	}
+	return s.vcenterFlags.validate(e, &s.networkFlags)
+}
+
+// exporterCmd serves metrics: the collector and, with a vCenter target,
+// the probe. No gate.
+type exporterCmd struct {
+	serveFlags `embed:""`
+}
+
+func (x *exporterCmd) validate(env *runEnv) error { return x.serveFlags.validate(env, false) }
+
+func (x *exporterCmd) Run(env *runEnv) error { return runServing(env, x) }
+
+func (x *exporterCmd) run(ctx context.Context, env *runEnv) error {
+	w, err := x.watch(env)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, env, w.server(env, &x.webFlags, nil), parts{
+		loops:  w.loops,
+		reload: func() { reload(env, w.col, x, func(c *cli) reloadable { return &c.Exporter }) },
+	})
+}
+
+// watchers are the sources of every serving command: the collector and,
+// with a vCenter target, the probe, which starts after the collector's
+// first dump so that it does not take the empty initial snapshot for an
+// outage.
+type watchers struct {
+	col    *collector.Collector
+	prober *probe.Prober // nil without a vCenter target
+	reg    *prometheus.Registry
+	loops  []func(context.Context) error
+}
+
+func (s *serveFlags) watch(env *runEnv) (*watchers, error) {
+	opts, err := s.options(env, s.required())
+	if err != nil {
+		return nil, err
+	}
+	col, err := collector.New(opts)
+	if err != nil {
+		return nil, configErrorf("%s: %v", env.origin("netns"), err)
+	}
+	prober, err := s.newProber(env, &s.networkFlags, col)
+	if err != nil {
+		return nil, err
+	}
+	w := &watchers{col: col, prober: prober, reg: sidecar.NewRegistry(), loops: []func(context.Context) error{col.Run}}
+	if prober != nil {
+		w.reg.MustRegister(prober)
+		w.loops = append(w.loops, func(ctx context.Context) error {
+			select {
+			case <-col.Synced():
+				return prober.Run(ctx)
+			case <-ctx.Done():
+				return nil
+			}
+		})
+	}
+	return w, nil
+}
+
+// server is the HTTP server over the watchers (and the gate's handler).
+func (w *watchers) server(env *runEnv, f *webFlags, ready *sidecar.Handler) *sidecar.Server {
+	o := f.serverOptions()
+	o.Gatherer, o.Fast, o.Health, o.Ready, o.Logger = w.reg, []sidecar.ExpositionWriter{w.col}, w.col.Health, ready, env.logger
+	return sidecar.NewServer(o)
+}
+
+// sidecarCmd is the exporter plus the readiness gate and its notifiers.
+type sidecarCmd struct {
+	serveFlags  `embed:""`
+	gateFlags   `embed:""`
+	notifyFlags `embed:""`
+}
+
+func (s *sidecarCmd) validate(env *runEnv) error {
+	if err := s.serveFlags.validate(env, true); err != nil {
+		return err
+	}
+	if err := s.gateFlags.validate(env); err != nil {
+		return err
+	}
+	return s.notifyFlags.validate(env)
+}
+
+func (s *sidecarCmd) Run(env *runEnv) error { return runServing(env, s) }
+
+// run starts the collector, probe, gate, notifications and HTTP server and
+// blocks until ctx ends (SIGTERM) or one of them fails.
+func (s *sidecarCmd) run(ctx context.Context, env *runEnv) error {
+	w, err := s.watch(env)
+	if err != nil {
+		return err
+	}
+	checks, err := s.checks(env, &s.vcenterFlags, &s.networkFlags, w.col)
+	if err != nil {
+		return err
+	}
+	gopts := sidecar.GateOptions{Snapshots: w.col, Checks: checks, StableFor: s.StableFor, Logger: env.logger.With("component", "gate")}
+	if w.prober != nil {
+		gopts.VCenter = w.prober
+	}
+	gate, err := sidecar.NewGate(gopts)
+	if err != nil {
+		return configErrorf("gate: %v", err)
+	}
+	handler := sidecar.NewHandler(gate, sidecar.HandlerOptions{})
+	w.reg.MustRegister(gate, handler)
+	loops := append(w.loops, gate.Run)
+	if len(s.WebhookURL) > 0 {
+		wh, err := sidecar.NewWebhooks(gate, sidecar.WebhookOptions{Hooks: s.hooks(), Logger: env.logger.With("component", "webhook")})
+		if err != nil {
+			return env.invalid("notify.webhook-url", "%v", err)
+		}
+		w.reg.MustRegister(wh)
+		loops = append(loops, wh.Run)
+	}
+	if s.autoRequired() {
+		auto, err := sidecar.NewAutoRequired(sidecar.PathOptions{Targets: s.URL, Routes: w.col}, w.col, w.col, env.logger.With("component", "auto-required"))
+		if err != nil {
+			return configErrorf("required_interfaces auto: %v", err)
+		}
+		loops = append(loops, auto.Run)
+	}
+	return serve(ctx, env, w.server(env, &s.webFlags, handler), parts{
+		loops: loops,
+		// Once listening: tell systemd, which then watches the event loop.
+		afterListen: []func(context.Context) error{func(ctx context.Context) error {
+			return sidecar.NotifySystemd(ctx, sidecar.SystemdOptions{Gate: gate, Alive: w.col.Alive, Logger: env.logger.With("component", "systemd")})
+		}},
+		reload: func() { reload(env, w.col, s, func(c *cli) reloadable { return &c.Sidecar }) },
+	})
+}
+
+// runServing validates a serving command and runs it until SIGINT or
+// SIGTERM.
+func runServing(env *runEnv, c interface {
+	validate(*runEnv) error
+	run(context.Context, *runEnv) error
+}) error {
+	if err := c.validate(env); err != nil {
+		return err
+	}
+	if env.configChecked() {
+		return nil
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return c.run(ctx, env)
+}
+
+// signalContext ends on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// shutdownGrace bounds how long SIGTERM waits for the parts to stop,
+// well inside Kubernetes' default 30s grace period.
+const shutdownGrace = 8 * time.Second
+
+// parts are what a long-running command runs besides the HTTP server.
+type parts struct {
+	loops       []func(context.Context) error // run until ctx ends
+	afterListen []func(context.Context) error // started once the listeners are open
+	reload      func()                        // on SIGHUP
+}
+
+// serve opens the listeners, runs the HTTP server and the parts until ctx
+// ends or one of them fails, then shuts everything down and waits for it.
+func serve(ctx context.Context, env *runEnv, srv *sidecar.Server, p parts) error {
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	// Registered before serving: once /ready answers, SIGHUP reloads.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	all := append(append([]func(context.Context) error{}, p.loops...), p.afterListen...)
+	errc := make(chan error, len(all)+1)
+	for _, loop := range all {
+		go func() { errc <- loop(ctx) }()
+	}
+	go func() { errc <- srv.Serve() }()
+	var first error
+	pending := len(all) + 1
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-errc:
+			pending--
+			if err == nil {
+				continue // a part with nothing to do (no NOTIFY_SOCKET)
+			}
+			first = err
+			break wait
+		case <-hup:
+			env.logger.Info("SIGHUP: reloading configuration")
+			p.reload()
+		}
+	}
+	env.logger.Info("shutting down")
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx) // waiters get 503 before the server stops accepting
+	cancel()
+	// Every part stops on cancel; the bound only guards against one that
+	// hangs (a vCenter logout is itself bounded well below it).
+	giveUp := time.After(shutdownGrace)
+	for range pending {
+		select {
+		case err := <-errc:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-giveUp:
+			env.logger.Error("shutdown: parts still running; exiting anyway", "after", shutdownGrace)
+			return first
+		}
+	}
+	if first != nil {
+		return first
+	}
+	env.logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,93 @@
+// Package testkit holds the small helpers that linkgate's tests in every
+// package share: a log buffer that goroutines write while the test reads,
+// and a bounded receive. It is imported by tests only.
+package testkit
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Buffer is a bytes.Buffer safe for concurrent Write and String: a logger's
+// output that a test reads while the code under test writes.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// WaitFor polls until the buffer contains text, failing the test after
+// guard (a guard against hangs, not a timing assertion).
+func (s *Buffer) WaitFor(t testing.TB, text string, guard time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for !strings.Contains(s.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never got %q:\n%s", text, s.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Recv receives from ch, failing the test if nothing arrives within guard.
+func Recv[T any](t testing.TB, ch <-chan T, what string, guard time.Duration) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(guard):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// Follow waits until cond holds for the current value of a source that
+// publishes immutable values with a close-on-change channel (a collector
+// snapshot, a gate state), failing the test after guard; a value that is
+// a fmt.Stringer is shown then.
+func Follow[T any](t testing.TB, what string, guard time.Duration, current func() T, changed func(T) <-chan struct{}, cond func(T) bool) T {
+	t.Helper()
+	deadline := time.After(guard)
+	for {
+		v := current()
+		if cond(v) {
+			return v
+		}
+		select {
+		case <-changed(v):
+		case <-deadline:
+			if s, ok := any(v).(fmt.Stringer); ok {
+				t.Fatalf("timed out waiting for %s; last: %s", what, s)
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// ClosedAddr returns a loopback host:port nothing listens on right now.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
