@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,8 +46,12 @@ type Gate struct {
 	clock       clock.Clock
 	log         *slog.Logger
 
-	state      atomic.Pointer[State]
-	running    atomic.Bool
+	state   atomic.Pointer[State]
+	running atomic.Bool
+
+	evalMu     sync.Mutex
+	evaluated  uint64        // version of the last kernel snapshot evaluated
+	evalDone   chan struct{} // closed after each evaluation
 	toReady    atomic.Uint64
 	toNotReady atomic.Uint64
 }
@@ -87,6 +92,7 @@ func NewGate(opts GateOptions) (*Gate, error) {
 		g.names = append(g.names, name)
 	}
 	g.state.Store(&State{Since: g.clock.Now(), changed: make(chan struct{})})
+	g.evalDone = make(chan struct{})
 	return g, nil
 }
 
@@ -123,6 +129,7 @@ func (g *Gate) Run(ctx context.Context) error {
 			return nil
 		}
 		st := g.publish(report, in.Now)
+		g.markEvaluated(snap.Version)
 
 		// One one-shot timer for whichever comes first: the end of the
 		// damping period or a freshness deadline.
@@ -145,6 +152,54 @@ func (g *Gate) Run(ctx context.Context) error {
 		case <-snap.Changed():
 		case <-vcChanged:
 		case <-fire:
+		}
+	}
+}
+
+func (g *Gate) markEvaluated(version uint64) {
+	g.evalMu.Lock()
+	defer g.evalMu.Unlock()
+	g.evaluated = version
+	close(g.evalDone)
+	g.evalDone = make(chan struct{})
+}
+
+// maxEvalLag bounds how long a request waits for the gate to evaluate the
+// kernel state that was current when the request arrived.
+const maxEvalLag = time.Second
+
+// Current returns the state once the gate has evaluated a kernel snapshot
+// at least as new as the one current at the call. The gate evaluates each
+// snapshot a moment after the collector publishes it; without this, a
+// request in that moment would be answered from the state before, e.g.
+// ready just after the collector saw the required link go down. fresh is
+// false when the gate has not caught up within maxEvalLag (or ctx ends):
+// the answer must then not be "ready". A gate that is not running answers
+// at once.
+func (g *Gate) Current(ctx context.Context) (st *State, fresh bool) {
+	want := g.snaps.Snapshot().Version
+	var limit *time.Timer // real time: evaluation lag is not the gate's clock
+	defer func() {
+		if limit != nil {
+			limit.Stop()
+		}
+	}()
+	for {
+		g.evalMu.Lock()
+		done, evaluated := g.evalDone, g.evaluated
+		g.evalMu.Unlock()
+		if evaluated >= want || !g.running.Load() {
+			return g.State(), true
+		}
+		if limit == nil {
+			limit = time.NewTimer(maxEvalLag)
+		}
+		select {
+		case <-done:
+		case <-limit.C:
+			return g.State(), false
+		case <-ctx.Done():
+			return g.State(), false
 		}
 	}
 }
@@ -210,6 +265,8 @@ func (g *Gate) decide(checks []CheckStatus, excluded map[string]bool, quiet, now
 
 // verdict is one request's view of a State.
 type verdict struct {
+	state    *State
+	lagging  bool // the gate has not evaluated the latest kernel state: not ready
 	ready    bool
 	readyAt  time.Time // damping deadline, when every judged check holds
 	since    time.Time
@@ -223,7 +280,7 @@ type verdict struct {
 // checks (decide with a filter: the remaining checks must all have held
 // for stable-for).
 func (g *Gate) judge(st *State, single string, excluded map[string]bool, now time.Time) verdict {
-	v := verdict{since: st.Since, excluded: excluded}
+	v := verdict{state: st, since: st.Since, excluded: excluded}
 	if single != "" {
 		c, ok := st.Check(single)
 		if !ok {

@@ -198,8 +198,17 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 			unknown = append(unknown, name)
 		}
 	}
-	judge := func(st *State) verdict { return h.gate.judge(st, single, excluded, h.clock.Now()) }
-	v := judge(h.gate.State())
+	// Every answer is judged from a state no older than the kernel state
+	// current when it is looked at (Gate.Current).
+	look := func() verdict {
+		st, fresh := h.gate.Current(r.Context())
+		v := h.gate.judge(st, single, excluded, h.clock.Now())
+		if !fresh {
+			v.ready, v.lagging = false, true
+		}
+		return v
+	}
+	v := look()
 	if wait > 0 && !v.ready && !h.closed() {
 		select {
 		case h.waiters <- struct{}{}:
@@ -213,7 +222,7 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 		rc := http.NewResponseController(w)
 		_ = rc.SetWriteDeadline(time.Now().Add(wait + h.opts.WriteTimeout))
 		var stay bool
-		if v, stay = h.await(r, judge, wait); !stay {
+		if v, stay = h.await(r, look, wait); !stay {
 			return
 		}
 	}
@@ -223,15 +232,14 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 
 // await long-polls: it returns the verdict once it is ready, the wait has
 // ended or the handler is closed; stay is false when the client has left.
-func (h *Handler) await(r *http.Request, judge func(*State) verdict, wait time.Duration) (verdict, bool) {
+func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration) (verdict, bool) {
 	deadline := h.clock.NewTimer(wait)
 	defer deadline.Stop()
 	if h.onWait != nil {
 		h.onWait()
 	}
-	st := h.gate.State()
-	v := judge(st)
-	for ; !v.ready; v = judge(st) {
+	v := look()
+	for ; !v.ready; v = look() {
 		// With exclusions the damping deadline is this request's own:
 		// the gate publishes nothing when it passes.
 		var damp clock.Timer
@@ -242,8 +250,7 @@ func (h *Handler) await(r *http.Request, judge func(*State) verdict, wait time.D
 		}
 		done, gone := false, false
 		select {
-		case <-st.Changed():
-			st = h.gate.State()
+		case <-v.state.Changed():
 		case <-dampC:
 		case <-deadline.C():
 			done = true
@@ -256,7 +263,7 @@ func (h *Handler) await(r *http.Request, judge func(*State) verdict, wait time.D
 			damp.Stop()
 		}
 		if done {
-			return judge(h.gate.State()), !gone
+			return look(), !gone
 		}
 	}
 	return v, true
@@ -304,8 +311,11 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, v verdict, ver
 	}
 	if wantsJSON(r) {
 		doc := newReadyDoc(v)
+		if v.lagging {
+			doc.Warnings = append(doc.Warnings, lagReason)
+		}
 		if len(unknown) > 0 {
-			doc.Warnings = []string{excludeWarning(unknown)}
+			doc.Warnings = append(doc.Warnings, excludeWarning(unknown))
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
@@ -336,6 +346,9 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, v verdict, ver
 	if !v.ready && len(v.checks) == 0 {
 		b.WriteString("[-]gate failed: checks not evaluated yet\n")
 	}
+	if v.lagging {
+		b.WriteString(lagReason + "\n")
+	}
 	if len(unknown) > 0 {
 		b.WriteString(excludeWarning(unknown) + "\n")
 	}
@@ -346,6 +359,10 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, v verdict, ver
 	}
 	fmt.Fprint(w, b.String())
 }
+
+// lagReason explains a "not ready" that comes from the gate being behind
+// the kernel state, not from a check.
+var lagReason = fmt.Sprintf("[-]gate failed: the latest kernel state is not evaluated yet (after %s); not answering ready from an older one", maxEvalLag)
 
 func excludeWarning(unknown []string) string {
 	q := make([]string, len(unknown))

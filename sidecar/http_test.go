@@ -9,9 +9,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/collector"
 	"go.uber.org/goleak"
 )
 
@@ -398,4 +400,62 @@ func TestGracefulShutdown(t *testing.T) {
 	stream.Body.Close()
 	wg.Wait()
 	srv.Close()
+}
+
+// TestReadyNeverPredatesSnapshot: the gate evaluates a snapshot a moment
+// after the collector publishes it. A /ready that arrives in that moment
+// waits for the evaluation instead of answering from the state before
+// (ready with the required link already seen down), and one that cannot
+// get it within maxEvalLag is not ready, saying why.
+func TestReadyNeverPredatesSnapshot(t *testing.T) {
+	a, b := pair(t)
+	col := startCollector(t, a, "va")
+	release := make(chan struct{}, 100)
+	var hold atomic.Bool
+	slow := NewCheck("slow", func(ctx context.Context, _ *Input) error {
+		if hold.Load() {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})
+	g := startGate(t, GateOptions{Snapshots: col, Checks: []Check{LinksCheck(), slow}})
+	waitState(t, g, "ready", isReady)
+	h := NewHandler(g, HandlerOptions{})
+	t.Cleanup(h.Close)
+
+	hold.Store(true)
+	b.IP(t, "link", "set", "vb", "down") // va loses carrier
+	waitSnapshot(t, col, "va down", func(s *collector.Snapshot) bool { l, ok := s.LinkByName("va"); return ok && !l.Up })
+	// The collector has seen it; the gate is evaluating, held in slow.
+	answered := make(chan int, 1)
+	go func() {
+		code, _ := get(t, h, "/ready")
+		answered <- code
+	}()
+	select {
+	case code := <-answered:
+		t.Fatalf("/ready answered %d before the gate evaluated the snapshot with va down", code)
+	case <-time.After(50 * time.Millisecond): // it waits; nothing is asserted on time
+	}
+	release <- struct{}{}
+	if code := recv(t, answered, "/ready after the evaluation"); code != http.StatusServiceUnavailable {
+		t.Errorf("/ready after va went down: %d, want 503", code)
+	}
+
+	// An evaluation stuck beyond maxEvalLag: not ready, and why.
+	b.IP(t, "link", "set", "vb", "up")
+	waitSnapshot(t, col, "va up", func(s *collector.Snapshot) bool { l, ok := s.LinkByName("va"); return ok && l.Up })
+	code, body := get(t, h, "/ready?verbose")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, lagReason) {
+		t.Errorf("/ready with the gate stuck: %d\n%s\nwant 503 with %q", code, body, lagReason)
+	}
+	hold.Store(false)
+	release <- struct{}{}
+	waitState(t, g, "ready again", isReady)
+	if code, _ := get(t, h, "/ready"); code != http.StatusOK {
+		t.Errorf("/ready once the gate caught up: %d, want 200", code)
+	}
 }
