@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/mdlayher/netlink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -50,18 +51,7 @@ func start(t testing.TB, ns *netnstest.NS, opts Options, tweak ...func(*Collecto
 // snapshot, then returns it.
 func waitFor(t *testing.T, c *Collector, what string, cond func(*Snapshot) bool) *Snapshot {
 	t.Helper()
-	deadline := time.After(waitTimeout)
-	for {
-		s := c.Snapshot()
-		if cond(s) {
-			return s
-		}
-		select {
-		case <-s.Changed():
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s (snapshot version %d)", what, s.Version)
-		}
-	}
+	return testkit.Follow(t, what, waitTimeout, c.Snapshot, (*Snapshot).Changed, cond)
 }
 
 func linkUp(name string, up bool) func(*Snapshot) bool {

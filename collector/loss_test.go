@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -192,7 +192,7 @@ func TestAntiEntropyRepairsACorruptedState(t *testing.T) {
 	a, b := pair(t)
 	a.IP(t, "addr", "add", "10.77.0.1/24", "dev", "va")
 	b.IP(t, "addr", "add", "10.77.0.2/24", "dev", "vb")
-	var logs syncBuffer
+	var logs testkit.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	c := start(t, a, Options{VerifyInterval: 100 * time.Millisecond, Logger: logger})
 	waitFor(t, c, "the address", func(s *Snapshot) bool { return hasAddr(s, "va", "10.77.0.1/24") })
@@ -241,31 +241,7 @@ func TestAntiEntropyRepairsACorruptedState(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitTimeout):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	var zero T
-	return zero
+	return testkit.Recv(t, ch, what, waitTimeout)
 }
