@@ -365,6 +365,7 @@ var endpointErrors = []string{
 	"user info ('@') in the URL is not accepted: set User and PasswordFile",
 	"not a valid URL",
 	"no host in URL",
+	"a URL needs its scheme (https://); without one, only host[:port] is accepted",
 }
 
 var schemeErrorRE = regexp.MustCompile(`^scheme "([a-z][a-z0-9+.\-]*)": only https is supported$`)

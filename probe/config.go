@@ -206,6 +206,11 @@ func parseEndpoint(raw string) (endpoint, error) {
 		return endpoint{}, errors.New("user info ('@') in the URL is not accepted: set User and PasswordFile")
 	}
 	if !schemeRE.MatchString(s) {
+		// The bare form is host[:port] and nothing else: with a path or
+		// a query it is a URL that lost its scheme.
+		if strings.ContainsAny(s, "/?#") {
+			return endpoint{}, errors.New("a URL needs its scheme (https://); without one, only host[:port] is accepted")
+		}
 		s = "https://" + s
 	}
 	u, err := url.Parse(s)

@@ -12,6 +12,7 @@ import (
 
 // checkCmd evaluates every check once and prints a table or JSON.
 type checkCmd struct {
+	commonFlags    `embed:""`
 	collectorFlags `embed:""`
 	networkFlags   `embed:""`
 	vcenterFlags   `embed:""`

@@ -144,7 +144,7 @@ func TestConfigErrors(t *testing.T) {
 			name: "include and exclude",
 			file: "collector:\n  device_include: eth.*\n",
 			args: []string{"--collector.device-exclude", "lo"},
-			want: []string{"cfg.yml:2: collector.device_include and --collector.device-exclude: --collector.device-include and --collector.device-exclude are mutually exclusive"},
+			want: []string{"cfg.yml:2: collector.device_include and --collector.device-exclude: set only one of them (include or exclude)"},
 		},
 		{
 			name: "bad env regexp",
@@ -611,7 +611,7 @@ func TestFileLimitsAtStart(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"empty password file", vc(emptyPassword, ca), "--vcenter.password-file: " + emptyPassword + " is empty; want a file holding the vCenter password"},
+		{"empty password file", vc(emptyPassword, ca), "--vcenter.password-file: " + emptyPassword + " is empty or holds only white space; want a file holding the vCenter password"},
 		{"CA file without a certificate", vc(pw, garbageCA), "--vcenter.ca-file: no PEM certificate in " + garbageCA},
 	} {
 		code, _, errOut := runCLI(t, append(tc.args, "--config.check")...)

@@ -12,6 +12,7 @@ import (
 // simulator running in-process on loopback, watching this machine's
 // interfaces. Nothing to configure.
 type demoCmd struct {
+	logFlags      `embed:""`
 	ListenAddress string `name:"web.listen-address" default:"127.0.0.1:9977" help:"Address to serve on."`
 }
 
@@ -34,8 +35,8 @@ func (d *demoCmd) Run(env *runEnv) error {
 		"--vcenter.password-file", pwFile,
 		"--vcenter.ca-file", sim.CAFile,
 		"--vcenter.interval", "5s",
-		"--log.level", env.global.LogLevel,
-		"--log.format", env.global.LogFormat,
+		"--log.level", d.LogLevel,
+		"--log.format", d.LogFormat,
 	}
 	p, code := parse(args, env.stdout, env.stderr)
 	if code >= 0 {

@@ -38,13 +38,23 @@ import (
 // group validates its own values and names the flag, variable or
 // file:line:key that set a bad one (runEnv.invalid).
 
-// globalFlags apply to every command.
-type globalFlags struct {
+// logFlags: every command that logs.
+type logFlags struct {
+	LogLevel  string `name:"log.level" config:"log.level" default:"info" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
+	LogFormat string `name:"log.format" config:"log.format" default:"logfmt" enum:"logfmt,json" help:"Log format: ${enum}."`
+}
+
+func (l *logFlags) logging() *logFlags { return l }
+
+// commonFlags: every command that reads a configuration (all but demo and
+// version).
+type commonFlags struct {
 	Config      string `name:"config" placeholder:"FILE" help:"YAML configuration file (hyper2kvm keys network_monitor.*, vc_connection_* and linkgate's own)."`
 	ConfigCheck bool   `name:"config.check" help:"Validate flags, environment and configuration file, then exit (0 valid, 2 invalid)."`
-	LogLevel    string `name:"log.level" config:"log.level" default:"info" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
-	LogFormat   string `name:"log.format" config:"log.format" default:"logfmt" enum:"logfmt,json" help:"Log format: ${enum}."`
+	logFlags    `embed:""`
 }
+
+func (c *commonFlags) configCheck() bool { return c.ConfigCheck }
 
 // webFlags follow Prometheus exporter conventions.
 type webFlags struct {
@@ -208,7 +218,7 @@ func (c *collectorFlags) options(e *runEnv, required []string) (collector.Option
 // node_exporter) into one predicate.
 func (c *collectorFlags) deviceFilter(e *runEnv) (func(string) bool, error) {
 	if c.DeviceInclude != "" && c.DeviceExclude != "" {
-		return nil, configErrorf("%s and %s: --collector.device-include and --collector.device-exclude are mutually exclusive",
+		return nil, configErrorf("%s and %s: set only one of them (include or exclude)",
 			e.origin("collector.device-include"), e.origin("collector.device-exclude"))
 	}
 	flag, expr, keep := "collector.device-include", c.DeviceInclude, true
@@ -218,16 +228,18 @@ func (c *collectorFlags) deviceFilter(e *runEnv) (func(string) bool, error) {
 	if expr == "" {
 		return nil, nil
 	}
-	re, err := regexp.Compile("^(?:" + expr + ")$")
-	if err != nil {
+	// Checked alone first, so that an error shows the user's expression,
+	// not the anchoring wrapper.
+	if _, err := regexp.Compile(expr); err != nil {
 		return nil, e.invalid(flag, "invalid regexp %q: %s", expr, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 	}
+	re := regexp.MustCompile("^(?:" + expr + ")$")
 	return func(s string) bool { return re.MatchString(s) == keep }, nil
 }
 
 // networkFlags define when the network counts as up.
 type networkFlags struct {
-	RequiredInterfaces []string      `name:"network.required-interfaces" config:"network_monitor.required_interfaces" sep:"," placeholder:"IF,..." help:"Interfaces that must all be up; empty: any non-loopback link. 'auto' (sidecar): the egress links toward vCenter."`
+	RequiredInterfaces []string      `name:"network.required-interfaces" config:"network_monitor.required_interfaces" sep:"," placeholder:"IF" help:"Interfaces that must all be up; empty: any non-loopback link. 'auto' (sidecar): the egress links toward vCenter."`
 	Monitor            bool          `name:"network.monitor" config:"network_monitor.enabled" default:"true" negatable:"" help:"Let network state pause the vCenter probe and gate readiness (network_monitor.enabled)."`
 	MaxWait            time.Duration `name:"network.max-wait" config:"network_monitor.max_network_wait_s,seconds" default:"300s" help:"After this long down, report the outage as network_down (max_network_wait_s)."`
 	PauseOnDown        bool          `name:"network.pause-on-down" config:"network_monitor.pause_on_network_down" default:"true" negatable:"" help:"Park the vCenter probe while the network is down (pause_on_network_down)."`
@@ -343,8 +355,8 @@ func (v *vcenterFlags) validate(e *runEnv, n *networkFlags) error {
 		if err != nil {
 			return e.invalid("vcenter.password-file", "%v", err)
 		}
-		if strings.TrimRight(string(b), "\r\n") == "" {
-			return e.invalid("vcenter.password-file", "%s is empty; want a file holding the vCenter password", v.PasswordFile)
+		if strings.TrimSpace(string(b)) == "" {
+			return e.invalid("vcenter.password-file", "%s is empty or holds only white space; want a file holding the vCenter password", v.PasswordFile)
 		}
 	}
 	if v.CAFile != "" {

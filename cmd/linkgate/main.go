@@ -33,8 +33,6 @@ import (
 )
 
 type cli struct {
-	globalFlags
-
 	Exporter exporterCmd `cmd:"" help:"Serve Prometheus metrics about links, addresses, routes, neighbours and vCenter."`
 	Sidecar  sidecarCmd  `cmd:"" help:"Exporter plus the /ready gate other containers wait on before they migrate."`
 	Wait     waitCmd     `cmd:"" help:"Block until ready: a running sidecar (--url) or local links. Exit 0 ready, 1 timed out, 2 error."`
@@ -100,6 +98,13 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 		fmt.Fprintf(stderr, "linkgate: %v\n", err)
 		return nil, exitFailure
 	}
+	showDefaults(parser.Model.Node)
+	if len(args) == 0 {
+		// No command: the whole help (kong's error lists only some
+		// commands), as invalid usage.
+		_, _ = parser.Parse([]string{"--help"})
+		return nil, exitInvalid
+	}
 	p.kctx, err = parser.Parse(joinNegativeDurations(parser.Model, args))
 	if exitCode >= 0 { // --help
 		return nil, exitCode
@@ -113,6 +118,21 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 		return nil, exitInvalid
 	}
 	return p, -1
+}
+
+// showDefaults adds each flag's default to its help where kong's help
+// would not show it: kong prints a default only as the placeholder of a
+// flag without one, never for a boolean.
+func showDefaults(n *kong.Node) {
+	for _, f := range n.Flags {
+		if !f.HasDefault || f.Default == "" || (f.PlaceHolder == "" && !f.IsBool()) || (f.IsBool() && f.Default == "false") {
+			continue
+		}
+		f.Help = strings.TrimSuffix(f.Help, ".") + ". Default: " + f.Default + "."
+	}
+	for _, c := range n.Children {
+		showDefaults(c)
+	}
 }
 
 // joinNegativeDurations turns "--timeout -1s" into "--timeout=-1s" for
@@ -152,17 +172,36 @@ func joinNegativeDurations(app *kong.Application, args []string) []string {
 	return out
 }
 
+// selected is the chosen command's struct (*sidecarCmd, ...).
+func (p *parsed) selected() any {
+	if n := p.kctx.Selected(); n != nil && n.Target.CanAddr() {
+		return n.Target.Addr().Interface()
+	}
+	return nil
+}
+
+// logging is the chosen command's log settings (defaults for version).
+func (p *parsed) logging() *logFlags {
+	if c, ok := p.selected().(interface{ logging() *logFlags }); ok {
+		return c.logging()
+	}
+	return &logFlags{LogLevel: "info", LogFormat: "logfmt"}
+}
+
 // run parses args and runs the selected command, returning the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	p, code := parse(args, stdout, stderr)
 	if code >= 0 {
 		return code
 	}
-	c := &p.cli
-	env := &runEnv{stdout: stdout, stderr: stderr, kctx: p.kctx, res: p.res, global: &c.globalFlags, args: args}
+	env := &runEnv{stdout: stdout, stderr: stderr, kctx: p.kctx, res: p.res, args: args}
+	lf := p.logging()
 	env.level = new(slog.LevelVar)
-	env.level.Set(parseLevel(c.LogLevel))
-	env.logger = newLogger(stderr, env.level, c.LogFormat)
+	env.level.Set(parseLevel(lf.LogLevel))
+	env.logger = newLogger(stderr, env.level, lf.LogFormat)
+	if c, ok := p.selected().(interface{ configCheck() bool }); ok {
+		env.configCheck = c.configCheck()
+	}
 	err := p.kctx.Run(env)
 	if ee := (*exitError)(nil); err != nil && !(errors.As(err, &ee) && ee.err == nil) {
 		fmt.Fprintf(stderr, "linkgate: %v\n", err)
@@ -175,7 +214,7 @@ type runEnv struct {
 	stdout, stderr io.Writer
 	kctx           *kong.Context
 	res            *fileResolver
-	global         *globalFlags
+	configCheck    bool // --config.check: validate, then exit
 	logger         *slog.Logger
 	level          *slog.LevelVar // changed by a configuration reload
 	args           []string       // re-parsed on SIGHUP
@@ -184,7 +223,7 @@ type runEnv struct {
 
 // configChecked ends a --config.check run: validation has passed by now.
 func (e *runEnv) configChecked() bool {
-	if !e.global.ConfigCheck {
+	if !e.configCheck {
 		return false
 	}
 	fmt.Fprintln(e.stdout, "configuration is valid")

@@ -44,7 +44,7 @@ func reload(env *runEnv, col *collector.Collector, cur reloadable, pick func(*cl
 		env.logger.Error("configuration reload failed; keeping the running configuration", "err", err)
 		return
 	}
-	env.level.Set(parseLevel(p.cli.LogLevel))
+	env.level.Set(parseLevel(p.logging().LogLevel))
 	cs, ns := cur.serving(), next.serving()
 	if !cs.autoRequired() && !ns.autoRequired() {
 		col.SetRequired(ns.RequiredInterfaces)

@@ -15,6 +15,7 @@ import (
 
 // serveFlags are the settings of both long-running commands.
 type serveFlags struct {
+	commonFlags    `embed:""`
 	webFlags       `embed:""`
 	collectorFlags `embed:""`
 	networkFlags   `embed:""`

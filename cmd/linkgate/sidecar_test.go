@@ -82,7 +82,7 @@ func startSidecarWith(t *testing.T, required []string, extra ...string) *sidecar
 	}
 	e.s = &p.cli.Sidecar
 	e.env = &runEnv{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, kctx: p.kctx, res: p.res,
-		global: &p.cli.globalFlags, args: args, level: new(slog.LevelVar), logger: slog.New(slog.NewTextHandler(&e.log, nil))}
+		args: args, level: new(slog.LevelVar), logger: slog.New(slog.NewTextHandler(&e.log, nil))}
 	if err := e.s.validate(e.env); err != nil {
 		t.Fatal(err)
 	}

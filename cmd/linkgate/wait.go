@@ -15,15 +15,16 @@ import (
 // `linkgate wait --url http://localhost:9977/ready && exec migrate ...`.
 // Exit codes as nm-online: 0 ready, 1 timed out, 2 error.
 type waitCmd struct {
-	URL       string        `name:"url" placeholder:"URL" help:"Long-poll a running sidecar's /ready (e.g. http://localhost:9977/ready)."`
-	Timeout   time.Duration `name:"timeout" help:"Give up after this long (default: --network.max-wait, i.e. max_network_wait_s)."`
-	Interface []string      `name:"interface" short:"i" placeholder:"IF[:STATE]" help:"Local mode: wait until IF reaches operstate STATE (notpresent<down<lowerlayerdown<testing<dormant<up; default up); repeatable. None: any non-loopback link up."`
-	Any       bool          `name:"any" help:"Local mode: one of the interfaces is enough."`
-	IPv4      bool          `name:"ipv4" short:"4" help:"Local mode: also require a global IPv4 address."`
-	IPv6      bool          `name:"ipv6" short:"6" help:"Local mode: also require a global IPv6 address."`
-	NetNS     string        `name:"netns" placeholder:"PATH" help:"Local mode: namespace to watch."`
-	CAFile    string        `name:"tls.ca-file" placeholder:"FILE" help:"--url over https: PEM CA bundle to verify the sidecar (when its --web.config.file enables TLS with a private CA)."`
-	MaxWait   time.Duration `name:"network.max-wait" default:"300s" help:"Default for --timeout (max_network_wait_s)."`
+	commonFlags `embed:""`
+	URL         string        `name:"url" placeholder:"URL" help:"Long-poll a running sidecar's /ready (e.g. http://localhost:9977/ready)."`
+	Timeout     time.Duration `name:"timeout" help:"Give up after this long (default: --network.max-wait, i.e. max_network_wait_s)."`
+	Interface   []string      `name:"interface" short:"i" placeholder:"IF[:STATE]" help:"Local mode: wait until IF reaches operstate STATE (notpresent<down<lowerlayerdown<testing<dormant<up; default up); repeatable. None: any non-loopback link up."`
+	Any         bool          `name:"any" help:"Local mode: one of the interfaces is enough."`
+	IPv4        bool          `name:"ipv4" short:"4" env:"LINKGATE_IPV4" help:"Local mode: also require a global IPv4 address."`
+	IPv6        bool          `name:"ipv6" short:"6" env:"LINKGATE_IPV6" help:"Local mode: also require a global IPv6 address."`
+	NetNS       string        `name:"netns" placeholder:"PATH" help:"Local mode: namespace to watch."`
+	CAFile      string        `name:"tls.ca-file" placeholder:"FILE" help:"--url over https: PEM CA bundle to verify the sidecar (when its --web.config.file enables TLS with a private CA)."`
+	MaxWait     time.Duration `name:"network.max-wait" default:"300s" help:"Default for --timeout (max_network_wait_s)."`
 }
 
 func (w *waitCmd) Run(env *runEnv) error {
