@@ -8,7 +8,8 @@
 # There is no HEALTHCHECK: the final image has no shell or curl. Orchestrators
 # probe /healthz and /ready over HTTP; elsewhere, `linkgate check` or
 # `linkgate wait --url http://localhost:9977/ready` do the same from the binary,
-# e.g. HEALTHCHECK CMD ["/linkgate", "wait", "--url", "http://localhost:9977/healthz", "--timeout", "5s"].
+# e.g. HEALTHCHECK CMD ["/linkgate", "wait", "--url", "http://localhost:9977/ready", "--timeout", "5s"]
+# (wait accepts only the gate's answer: pointed at /healthz it fails).
 
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 ARG TARGETOS

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/boundedfile"
 	"github.com/linkgate/linkgate/internal/redact"
 )
 
@@ -26,15 +28,41 @@ const (
 	waitMaxBackoff = 2 * time.Second
 )
 
-// WaitURL long-polls a running sidecar's /ready (?wait=) until it answers
-// 200 (nil), the timeout ends (an error wrapping ErrTimeout), or something
-// is wrong that waiting will not fix (any other error: a bad URL, 401,
-// 404, a TLS failure, an unknown host). Connection refused or reset, 503,
-// 502, 504 and 429 are retried with a small backoff: the sidecar may be
-// starting, restarting or shedding waiters. A URL without a path means
-// /ready; its query (exclude=, ...) is kept. A timeout <= 0 asks once.
+// WaitOptions configure WaitURL.
+type WaitOptions struct {
+	// Client makes the requests (default http.DefaultClient).
+	Client *http.Client
+	// Timeout bounds the whole wait; <= 0 asks once.
+	Timeout time.Duration
+	// User and PasswordFile are HTTP basic-auth credentials for a sidecar
+	// behind --web.config.file; the file is read (bounded) at each request,
+	// so it may be rotated. User info in the URL is refused instead.
+	User, PasswordFile string
+	// Progress, if set, is told every ProgressEvery (default 10s) why the
+	// gate is not ready yet.
+	Progress      func(waited time.Duration, why string)
+	ProgressEvery time.Duration
+}
+
+// DefaultProgressEvery is how often a wait reports why it still waits.
+const DefaultProgressEvery = 10 * time.Second
+
+// ErrNotGate is wrapped when a URL answers, but not as a linkgate gate
+// does: /healthz, /metrics or another service would otherwise pass for
+// "ready" with any 200.
+var ErrNotGate = errors.New("not a linkgate readiness endpoint")
+
+// WaitURL long-polls a running sidecar's /ready (?wait=) until the gate
+// says ready (nil), the timeout ends (an error wrapping ErrTimeout), or
+// something is wrong that waiting will not fix (any other error: a bad URL,
+// 401, 404, a TLS failure, an unknown host, an answer that is not the
+// gate's JSON document, wrapping ErrNotGate). Connection refused or reset,
+// 503, 502, 504 and 429 are retried with a small backoff: the sidecar may
+// be starting, restarting or shedding waiters. A URL without a path means
+// /ready; its query (exclude=, ...) is kept. Each long-poll lasts at most
+// ProgressEvery, after which Progress hears why the gate is not ready.
 // When ctx ends first, ctx.Err() is returned.
-func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout time.Duration) error {
+func WaitURL(ctx context.Context, rawURL string, o WaitOptions) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return fmt.Errorf("wait: bad URL: %w", redact.Error(err))
@@ -42,28 +70,41 @@ func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout ti
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("wait: bad URL %s: want http(s)://host[:port][/ready]", redact.URL(u.String()))
 	}
+	if u.User != nil {
+		return fmt.Errorf("wait: %s: user info in the URL is not accepted; give the user and a password file (--basic-auth.user, --basic-auth.password-file)", redact.URL(u.String()))
+	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/ready"
 	}
-	if client == nil {
-		client = http.DefaultClient
+	if o.Client == nil {
+		o.Client = http.DefaultClient
 	}
-	deadline := time.Now().Add(max(timeout, 0))
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = DefaultProgressEvery
+	}
+	start := time.Now()
+	deadline := start.Add(max(o.Timeout, 0))
+	nextReport := start.Add(o.ProgressEvery)
 	backoff := waitMinBackoff
 	last := "no answer yet"
 	for {
 		remaining := max(time.Until(deadline), 0)
+		poll := min(remaining, o.ProgressEvery)
 		q := u.Query()
-		q.Set("wait", remaining.Round(time.Millisecond).String())
+		q.Set("wait", poll.Round(time.Millisecond).String())
 		u.RawQuery = q.Encode()
 		started := time.Now()
-		done, reason, err := waitOnce(ctx, client, u, remaining)
+		done, reason, err := o.waitOnce(ctx, u, poll)
 		if err != nil || done {
 			return err
 		}
 		last = reason
 		if !time.Now().Before(deadline) {
-			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, timeout, redact.URL(u.String()), last)
+			return fmt.Errorf("%w after %s waiting for %s: %s", ErrTimeout, o.Timeout, redact.URL(u.String()), last)
+		}
+		if o.Progress != nil && !time.Now().Before(nextReport) {
+			o.Progress(time.Since(start).Round(time.Second), last)
+			nextReport = time.Now().Add(o.ProgressEvery)
 		}
 		// An answer that came back quickly (refused, shedding, shutting
 		// down) must not turn into a busy loop.
@@ -82,17 +123,67 @@ func WaitURL(ctx context.Context, client *http.Client, rawURL string, timeout ti
 	}
 }
 
-// waitOnce makes one long-poll request. It returns done for 200, a reason
-// for a retryable answer, or a hard error.
-func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Duration) (bool, string, error) {
+// gateDoc is what WaitURL reads of the gate's JSON answer.
+type gateDoc struct {
+	Ready   *bool     `json:"ready"`
+	ReadyAt time.Time `json:"ready_at"`
+	Checks  []struct {
+		Name   string `json:"name"`
+		OK     bool   `json:"ok"`
+		Reason string `json:"reason"`
+	} `json:"checks"`
+	Warnings []string `json:"warnings"`
+}
+
+// parseGateDoc reads a gate's JSON answer; ok is false for anything else.
+func parseGateDoc(body []byte) (gateDoc, bool) {
+	var d gateDoc
+	if json.Unmarshal(body, &d) != nil || d.Ready == nil || d.Checks == nil {
+		return d, false
+	}
+	return d, true
+}
+
+// why says why the gate is not ready, from its document.
+func (d gateDoc) why() string {
+	var out []string
+	for _, c := range d.Checks {
+		if !c.OK {
+			out = append(out, c.Name+" failed: "+c.Reason)
+		}
+	}
+	out = append(out, d.Warnings...)
+	switch {
+	case len(out) > 0:
+	case !d.ReadyAt.IsZero():
+		out = append(out, "every check holds; damping until "+d.ReadyAt.UTC().Format(time.RFC3339))
+	case len(d.Checks) == 0:
+		out = append(out, "checks not evaluated yet")
+	}
+	if len(out) == 0 {
+		return "not ready"
+	}
+	return "not ready: " + strings.Join(out, "; ")
+}
+
+// waitOnce makes one long-poll request. It returns done for the gate's
+// "ready", a reason for a retryable answer, or a hard error.
+func (o WaitOptions) waitOnce(ctx context.Context, u *url.URL, wait time.Duration) (bool, string, error) {
 	rctx, cancel := context.WithTimeout(ctx, wait+waitGrace)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return false, "", fmt.Errorf("wait %s: %w", redact.URL(u.String()), redact.Error(err))
 	}
-	req.Header.Set("Accept", "text/plain")
-	resp, err := client.Do(req)
+	req.Header.Set("Accept", "application/json")
+	if o.User != "" {
+		pw, err := boundedfile.Read(o.PasswordFile, boundedfile.Password)
+		if err != nil {
+			return false, "", fmt.Errorf("wait: password file: %w", err)
+		}
+		req.SetBasicAuth(o.User, strings.TrimRight(string(pw), "\r\n"))
+	}
+	resp, err := o.Client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, "", ctx.Err()
@@ -105,11 +196,19 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	doc, isGate := parseGateDoc(body)
 	switch resp.StatusCode {
 	case http.StatusOK:
+		if !isGate || !*doc.Ready {
+			return false, "", fmt.Errorf("wait %s: %w: it answered 200 without the gate's JSON document (is it /healthz or /metrics? want the sidecar's /ready or /ready/NAME)",
+				redact.URL(u.String()), ErrNotGate)
+		}
 		return true, "", nil
 	case http.StatusServiceUnavailable:
-		return false, failedLines(string(body)), nil
+		if isGate {
+			return false, doc.why(), nil
+		}
+		return false, resp.Status, nil // a proxy, or the sidecar shutting down
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return false, resp.Status, nil
 	}
@@ -119,20 +218,6 @@ func waitOnce(ctx context.Context, client *http.Client, u *url.URL, wait time.Du
 func retryableTransport(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// failedLines keeps the "[-]" lines of a /ready answer.
-func failedLines(body string) string {
-	var out []string
-	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, "[-]") {
-			out = append(out, strings.TrimPrefix(l, "[-]"))
-		}
-	}
-	if len(out) == 0 {
-		return "not ready"
-	}
-	return "not ready: " + strings.Join(out, "; ")
 }
 
 // LinkRequirement is one `linkgate wait` interface argument, IF[:STATE]:
@@ -262,12 +347,20 @@ func (w LocalWait) unmet(s *collector.Snapshot, r LinkRequirement) string {
 // timeout ends (an error wrapping ErrTimeout, with what is missing), or
 // ctx ends (ctx.Err()). A timeout <= 0 checks the current snapshot once.
 // src must be running; a snapshot before its first dump never satisfies.
-func WaitLocal(ctx context.Context, src Snapshots, w LocalWait, timeout time.Duration) error {
+// progress, if not nil, hears what is missing every DefaultProgressEvery.
+func WaitLocal(ctx context.Context, src Snapshots, w LocalWait, timeout time.Duration, progress func(waited time.Duration, why string)) error {
 	var expired <-chan time.Time
 	if timeout > 0 {
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		expired = t.C
+	}
+	start := time.Now()
+	var report <-chan time.Time
+	if progress != nil {
+		tick := time.NewTicker(DefaultProgressEvery)
+		defer tick.Stop()
+		report = tick.C
 	}
 	for {
 		s := src.Snapshot()
@@ -283,6 +376,9 @@ func WaitLocal(ctx context.Context, src Snapshots, w LocalWait, timeout time.Dur
 			return ctx.Err()
 		case <-expired:
 			return fmt.Errorf("%w after %s: %s", ErrTimeout, timeout, why)
+		case <-report:
+			progress(time.Since(start).Round(time.Second), why)
+			continue
 		case <-s.Changed():
 		}
 	}

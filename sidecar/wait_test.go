@@ -3,9 +3,12 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +27,9 @@ func TestWaitURLReady(t *testing.T) {
 	waitState(t, g, "not ready", isNotReady)
 
 	done := make(chan error, 1)
-	go func() { done <- WaitURL(context.Background(), srv.Client(), srv.URL, hang) }()
+	go func() {
+		done <- WaitURL(context.Background(), srv.URL, WaitOptions{Client: srv.Client(), Timeout: hang})
+	}()
 	recv(t, waiting, "long-poll parked")
 	vc.set(vcUp(time.Now()))
 	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
@@ -38,7 +43,7 @@ func TestWaitURLTimesOut(t *testing.T) {
 	srv := serve(t, h)
 	waitState(t, g, "not ready", isNotReady)
 
-	err := WaitURL(context.Background(), srv.Client(), srv.URL+"/ready?exclude=links", 300*time.Millisecond)
+	err := WaitURL(context.Background(), srv.URL+"/ready?exclude=links", WaitOptions{Client: srv.Client(), Timeout: 300 * time.Millisecond})
 	if !errors.Is(err, ErrTimeout) ||
 		!strings.Contains(err.Error(), "vcenter failed: transient: refused: connection refused") {
 		t.Errorf("WaitURL = %v, want a time-out naming the failing check", err)
@@ -58,15 +63,24 @@ func TestWaitURLHardErrors(t *testing.T) {
 	})
 	srv := httptest.NewServer(authed)
 	t.Cleanup(func() { h.Close(); srv.Close() })
-	withAuth := func(user, pass, path string) string {
-		return strings.Replace(srv.URL, "http://", "http://"+user+":"+pass+"@", 1) + path
+	dir := t.TempDir()
+	pwFile := func(pw string) string {
+		f := filepath.Join(dir, pw)
+		if err := os.WriteFile(f, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
 	}
-	for _, tc := range []struct{ url, want string }{
-		{withAuth("admin", "wrong-secret", "/ready"), "401 Unauthorized"},
-		{withAuth("admin", "right", "/ready/nosuch"), "404 Not Found"},
-		{"ftp://example.com/ready", "bad URL"},
-		{"http://[::1/ready", "bad URL"},
-		{"http://sidecar.example/ready", "no such host"},
+	wrong, right := pwFile("wrong-secret"), pwFile("right")
+	for _, tc := range []struct {
+		url, user, pwFile, want string
+	}{
+		{srv.URL + "/ready", "admin", wrong, "401 Unauthorized"},
+		{srv.URL + "/ready/nosuch", "admin", right, "404 Not Found"},
+		{strings.Replace(srv.URL, "http://", "http://admin:right-secret@", 1) + "/ready", "", "", "user info in the URL is not accepted"},
+		{"ftp://example.com/ready", "", "", "bad URL"},
+		{"http://[::1/ready", "", "", "bad URL"},
+		{"http://sidecar.example/ready", "", "", "no such host"},
 	} {
 		client := srv.Client()
 		if strings.Contains(tc.url, "sidecar.example") {
@@ -75,13 +89,56 @@ func TestWaitURLHardErrors(t *testing.T) {
 				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "sidecar.example", IsNotFound: true}}
 			}}}
 		}
-		err := WaitURL(context.Background(), client, tc.url, hang)
+		err := WaitURL(context.Background(), tc.url, WaitOptions{Client: client, Timeout: hang, User: tc.user, PasswordFile: tc.pwFile})
 		if err == nil || errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("WaitURL(%s) = %v, want a hard error with %q", tc.url, err, tc.want)
 		}
 		if err != nil && strings.Contains(err.Error(), "secret") {
 			t.Errorf("error leaks the password: %v", err)
 		}
+	}
+	// With the right credentials it waits on the gate (not ready: vCenter refused).
+	err := WaitURL(context.Background(), srv.URL, WaitOptions{Client: srv.Client(), Timeout: 200 * time.Millisecond, User: "admin", PasswordFile: right})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "vcenter failed") {
+		t.Errorf("WaitURL with credentials = %v, want a time-out naming vcenter", err)
+	}
+}
+
+// TestWaitURLRefusesOtherEndpoints: any 200 is not "ready". Pointed at
+// /healthz or /metrics by mistake, wait fails at once instead of letting a
+// migration start while the gate is closed.
+func TestWaitURLRefusesOtherEndpoints(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "linkgate_ready 0") })
+	mux.HandleFunc("/json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/healthz", "/metrics", "/json"} {
+		err := WaitURL(context.Background(), srv.URL+path, WaitOptions{Client: srv.Client(), Timeout: hang})
+		if !errors.Is(err, ErrNotGate) {
+			t.Errorf("WaitURL(%s) = %v, want ErrNotGate", path, err)
+		}
+	}
+}
+
+// TestWaitURLReportsProgress: while it waits, wait says why, periodically.
+func TestWaitURLReportsProgress(t *testing.T) {
+	g := vcenterGate(t, GateOptions{}, newFakeVCenter(vcRefused()))
+	h := NewHandler(g, HandlerOptions{})
+	srv := serve(t, h)
+	waitState(t, g, "not ready", isNotReady)
+	var reports []string
+	err := WaitURL(context.Background(), srv.URL, WaitOptions{Client: srv.Client(), Timeout: 350 * time.Millisecond,
+		ProgressEvery: 100 * time.Millisecond, Progress: func(_ time.Duration, why string) { reports = append(reports, why) }})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("WaitURL = %v, want a time-out", err)
+	}
+	if len(reports) == 0 || !strings.Contains(reports[0], "vcenter failed: transient: refused") {
+		t.Errorf("progress reports %q, want at least one naming the failing vcenter check", reports)
 	}
 }
 
@@ -110,7 +167,7 @@ func TestWaitURLWhileStarting(t *testing.T) {
 	t.Cleanup(transport.CloseIdleConnections)
 	done := make(chan error, 1)
 	go func() {
-		done <- WaitURL(context.Background(), &http.Client{Transport: transport}, "http://"+addr, hang)
+		done <- WaitURL(context.Background(), "http://"+addr, WaitOptions{Client: &http.Client{Transport: transport}, Timeout: hang})
 	}()
 	recv(t, refused, "a refused connection")
 
@@ -141,25 +198,25 @@ func TestWaitLocal(t *testing.T) {
 		return LocalWait{Links: []LinkRequirement{r}}
 	}
 	ctx := context.Background()
-	if err := WaitLocal(ctx, c, va(""), hang); err != nil {
+	if err := WaitLocal(ctx, c, va(""), hang, nil); err != nil {
 		t.Errorf("va up: %v", err)
 	}
-	if err := WaitLocal(ctx, c, LocalWait{}, hang); err != nil {
+	if err := WaitLocal(ctx, c, LocalWait{}, hang, nil); err != nil {
 		t.Errorf("any link up: %v", err)
 	}
 
 	b.IP(t, "link", "set", "vb", "down")
 	waitSnapshot(t, c, "va without carrier", func(s *collector.Snapshot) bool { l, _ := s.LinkByName("va"); return !l.Up })
-	err := WaitLocal(ctx, c, va(":up"), 100*time.Millisecond)
+	err := WaitLocal(ctx, c, va(":up"), 100*time.Millisecond, nil)
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "va: operstate down, want up") {
 		t.Errorf("va without carrier: %v", err)
 	}
-	if err := WaitLocal(ctx, c, va(":down"), 0); err != nil {
+	if err := WaitLocal(ctx, c, va(":down"), 0, nil); err != nil {
 		t.Errorf("va:down without carrier: %v", err)
 	}
 
 	done := make(chan error, 1)
-	go func() { done <- WaitLocal(ctx, c, va(":up"), hang) }()
+	go func() { done <- WaitLocal(ctx, c, va(":up"), hang, nil) }()
 	b.IP(t, "link", "set", "vb", "up")
 	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
 		t.Errorf("waiting for carrier: %v", err)
@@ -167,10 +224,10 @@ func TestWaitLocal(t *testing.T) {
 
 	inet := va("")
 	inet.IPv4 = true
-	if err := WaitLocal(ctx, c, inet, 0); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "va: no global inet address") {
+	if err := WaitLocal(ctx, c, inet, 0, nil); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "va: no global inet address") {
 		t.Errorf("-4 without address: %v", err)
 	}
-	go func() { done <- WaitLocal(ctx, c, inet, hang) }()
+	go func() { done <- WaitLocal(ctx, c, inet, hang, nil) }()
 	a.IP(t, "addr", "add", "10.85.0.1/24", "dev", "va")
 	if err := recv(t, done, "WaitURL/WaitLocal result"); err != nil {
 		t.Errorf("-4 after address: %v", err)
@@ -178,20 +235,20 @@ func TestWaitLocal(t *testing.T) {
 
 	missing, _ := ParseLinkRequirement("missing0")
 	both := LocalWait{Links: []LinkRequirement{va("").Links[0], missing}}
-	if err := WaitLocal(ctx, c, both, 0); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "missing0: missing") {
+	if err := WaitLocal(ctx, c, both, 0, nil); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "missing0: missing") {
 		t.Errorf("all of va, missing0: %v", err)
 	}
 	both.Any = true
-	if err := WaitLocal(ctx, c, both, 0); err != nil {
+	if err := WaitLocal(ctx, c, both, 0, nil); err != nil {
 		t.Errorf("--any va missing0: %v", err)
 	}
 
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := WaitLocal(cctx, c, both, hang); err != nil {
+	if err := WaitLocal(cctx, c, both, hang, nil); err != nil {
 		t.Errorf("satisfied wait with a cancelled ctx: %v", err)
 	}
-	if err := WaitLocal(cctx, c, LocalWait{Links: []LinkRequirement{missing}}, hang); !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
+	if err := WaitLocal(cctx, c, LocalWait{Links: []LinkRequirement{missing}}, hang, nil); !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
 		t.Errorf("cancelled: %v", err)
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/internal/boundedfile"
+	"github.com/linkgate/linkgate/internal/redact"
 	"github.com/linkgate/linkgate/sidecar"
 )
 
@@ -23,6 +26,8 @@ type waitCmd struct {
 	IPv4        bool          `name:"ipv4" short:"4" env:"LINKGATE_IPV4" help:"Local mode: also require a global IPv4 address."`
 	IPv6        bool          `name:"ipv6" short:"6" env:"LINKGATE_IPV6" help:"Local mode: also require a global IPv6 address."`
 	NetNS       string        `name:"netns" placeholder:"PATH" help:"Local mode: namespace to watch."`
+	AuthUser    string        `name:"basic-auth.user" placeholder:"USER" help:"--url behind basic auth (the sidecar's --web.config.file): the user name."`
+	AuthFile    string        `name:"basic-auth.password-file" placeholder:"FILE" help:"--url behind basic auth: file holding the password (read at each request). User info in --url is refused."`
 	CAFile      string        `name:"tls.ca-file" placeholder:"FILE" help:"--url over https: PEM CA bundle to verify the sidecar (when its --web.config.file enables TLS with a private CA)."`
 	MaxWait     time.Duration `name:"network.max-wait" default:"300s" help:"Default for --timeout (max_network_wait_s)."`
 }
@@ -46,6 +51,19 @@ func (w *waitCmd) Run(env *runEnv) error {
 	if w.URL != "" && (len(w.Interface) > 0 || w.Any || w.IPv4 || w.IPv6 || w.NetNS != "") {
 		return configErrorf("--url waits on a sidecar; --interface, --any, -4, -6 and --netns are for local mode")
 	}
+	if w.URL == "" && (w.AuthUser != "" || w.CAFile != "") {
+		return configErrorf("--basic-auth.* and --tls.ca-file are for --url")
+	}
+	if (w.AuthUser == "") != (w.AuthFile == "") {
+		return configErrorf("--basic-auth.user and --basic-auth.password-file go together")
+	}
+	if w.AuthFile != "" {
+		if b, err := boundedfile.Read(w.AuthFile, boundedfile.Password); err != nil {
+			return env.invalid("basic-auth.password-file", "%v", err)
+		} else if strings.TrimSpace(string(b)) == "" {
+			return env.invalid("basic-auth.password-file", "%s is empty or holds only white space", w.AuthFile)
+		}
+	}
 	client, err := waitClient(w.CAFile)
 	if err != nil {
 		return env.invalid("tls.ca-file", "%v", err)
@@ -56,10 +74,18 @@ func (w *waitCmd) Run(env *runEnv) error {
 	ctx, stop := signalContext()
 	defer stop()
 
+	// Say what is awaited, then every 10s why it is not there yet: an
+	// entrypoint prefix must not look hung.
+	progress := func(waited time.Duration, why string) {
+		env.logger.Info("still waiting", "waited", waited, "timeout", timeout, "why", why)
+	}
 	if w.URL != "" {
-		err = sidecar.WaitURL(ctx, client, w.URL, timeout)
+		env.logger.Info("waiting for the readiness gate", "url", redact.URL(w.URL), "timeout", timeout)
+		err = sidecar.WaitURL(ctx, w.URL, sidecar.WaitOptions{Client: client, Timeout: timeout,
+			User: w.AuthUser, PasswordFile: w.AuthFile, Progress: progress})
 	} else {
-		err = w.waitLocal(ctx, env, local, timeout)
+		env.logger.Info("waiting for local links", "interfaces", w.Interface, "timeout", timeout)
+		err = w.waitLocal(ctx, env, local, timeout, progress)
 	}
 	if err != nil && ctx.Err() != nil {
 		err = errors.New("wait interrupted")
@@ -67,7 +93,7 @@ func (w *waitCmd) Run(env *runEnv) error {
 	return waitExit(err)
 }
 
-func (w *waitCmd) waitLocal(ctx context.Context, env *runEnv, local sidecar.LocalWait, timeout time.Duration) error {
+func (w *waitCmd) waitLocal(ctx context.Context, env *runEnv, local sidecar.LocalWait, timeout time.Duration, progress func(time.Duration, string)) error {
 	col, err := collector.New(collector.Options{NetNS: w.NetNS, Logger: env.logger.With("component", "collector")})
 	if err != nil {
 		return err
@@ -78,7 +104,7 @@ func (w *waitCmd) waitLocal(ctx context.Context, env *runEnv, local sidecar.Loca
 	if err != nil {
 		return err
 	}
-	err = sidecar.WaitLocal(ctx, col, local, timeout)
+	err = sidecar.WaitLocal(ctx, col, local, timeout, progress)
 	if serr := stop(); serr != nil {
 		return serr
 	}
