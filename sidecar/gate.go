@@ -45,6 +45,7 @@ type Gate struct {
 	evalTimeout time.Duration
 	clock       clock.Clock
 	log         *slog.Logger
+	checkLog    *checkLog
 
 	state   atomic.Pointer[State]
 	running atomic.Bool
@@ -79,6 +80,7 @@ func NewGate(opts GateOptions) (*Gate, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	g.checkLog = newCheckLog(g.log)
 	for _, c := range opts.Checks {
 		name := c.Name()
 		if name == "" || strings.ContainsAny(name, "/ \t\n?&=") {
@@ -223,6 +225,7 @@ func (g *Gate) publish(report Report, now time.Time) *State {
 	}
 	next.Version = prev.Version + 1
 	next.Since = prev.Since
+	g.checkLog.observe(prev, next, now)
 	if next.Ready != prev.Ready {
 		next.Since = now
 		if next.Ready {
