@@ -73,9 +73,12 @@ func NewServer(o ServerOptions) *Server {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	mux := http.NewServeMux()
-	links := []web.LandingLinks{{Address: o.TelemetryPath, Text: "Metrics"}, {Address: "/healthz", Text: "Health"}}
+	links := []web.LandingLinks{{Address: o.TelemetryPath, Text: "Metrics"}, {Address: "/healthz?verbose", Text: "Health"}}
 	if o.Ready != nil {
 		o.Ready.Register(mux)
+		links = append(links,
+			web.LandingLinks{Address: "/ready?verbose", Text: "Readiness gate", Description: "every check, [+] ok or [-] failed: reason"},
+			web.LandingLinks{Address: "/events", Text: "Gate transitions", Description: "Server-Sent Events"})
 	}
 	mux.Handle(o.TelemetryPath, newMetricsHandler(o.Gatherer, o.Logger, o.Fast...))
 	mux.Handle("/healthz", HealthzHandler(o.Health, clock.System))
@@ -84,6 +87,7 @@ func NewServer(o ServerOptions) *Server {
 		Description: "Kernel network state and vCenter reachability for VM migrations",
 		Version:     version.Info(),
 		Links:       links,
+		Profiling:   "false", // no /debug/pprof here: its links would be 404s
 	})
 	if err == nil {
 		mux.Handle("/", landing)

@@ -49,16 +49,23 @@ func (d *demoCmd) Run(env *runEnv) error {
 		return err
 	}
 	base := "http://" + displayAddr(d.ListenAddress)
-	fmt.Fprintf(env.stdout, `linkgate demo: a vCenter simulator runs in-process at %s
-(user %s, password in %s), and the sidecar watches this machine's interfaces.
+	// Printed once listening: with the port taken, only the error shows.
+	denv.listening = func() {
+		fmt.Fprintf(env.stdout, `linkgate demo: a vCenter simulator runs in-process at %[1]s
+(user %[2]s; password in %[3]s, its CA certificate in %[4]s),
+and the sidecar watches this machine's interfaces.
 
-  %s/ready?verbose   the readiness gate, check by check
-  %s/metrics         Prometheus metrics (linkgate_link_*, linkgate_vcenter_*, linkgate_ready)
-  %s/events          gate transitions as Server-Sent Events
-  linkgate wait --url %s/ready   blocks until ready (exit 0), as a migration container would
+  %[5]s/ready?verbose   the readiness gate, check by check
+  %[5]s/metrics         Prometheus metrics (linkgate_link_*, linkgate_vcenter_*, linkgate_ready)
+  %[5]s/events          gate transitions as Server-Sent Events
+  linkgate wait --url %[5]s/ready   blocks until ready (exit 0), as a migration container would
+  linkgate check --vcenter.url %[1]s --vcenter.user %[2]s \
+    --vcenter.password-file %[3]s --vcenter.ca-file %[4]s   one-shot diagnosis
 
+(The commands above need the binary: make build, or go install ./cmd/linkgate.)
 Take a link down (ip link set DEV down) to watch the gate close. Ctrl-C stops.
-`, sim.URL, sim.User, pwFile, base, base, base, base)
+`, sim.URL, sim.User, pwFile, sim.CAFile, base)
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	return s.run(ctx, &denv)

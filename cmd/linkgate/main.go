@@ -219,6 +219,7 @@ type runEnv struct {
 	level          *slog.LevelVar // changed by a configuration reload
 	args           []string       // re-parsed on SIGHUP
 	demo           bool
+	listening      func() // called once the HTTP listeners are open (demo's banner)
 }
 
 // configChecked ends a --config.check run: validation has passed by now.

@@ -208,6 +208,9 @@ func serve(ctx context.Context, env *runEnv, srv *sidecar.Server, p parts) error
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	if env.listening != nil {
+		env.listening()
+	}
 	// Registered before serving: once /ready answers, SIGHUP reloads.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
