@@ -42,7 +42,7 @@ func TestNotifySystemd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := NotifySystemd(ctx, SystemdOptions{Gate: g, Alive: alive.Load, Clock: clk}); err != nil {
+		if err := NotifySystemd(ctx, SystemdOptions{Status: GateStatus(g), Alive: alive.Load, Clock: clk}); err != nil {
 			t.Error(err)
 		}
 	})
@@ -81,7 +81,50 @@ func TestNotifySystemdWithoutSocket(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Returns at once instead of running until ctx ends.
-	if err := NotifySystemd(ctx, SystemdOptions{Gate: g}); err != nil {
+	if err := NotifySystemd(ctx, SystemdOptions{Status: GateStatus(g)}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestNotifySystemdExporter: without a gate (the exporter), READY and
+// STATUS follow the kernel state, and STATUS is sent only when it changes.
+func TestNotifySystemdExporter(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	recv := func() string {
+		t.Helper()
+		buf := make([]byte, 4096)
+		_ = conn.SetReadDeadline(time.Now().Add(hang))
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no datagram: %v", err)
+		}
+		return string(buf[:n])
+	}
+	a, b := pair(t)
+	col := startCollector(t, a, "va")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := NotifySystemd(ctx, SystemdOptions{Status: SnapshotStatus(col)}); err != nil {
+			t.Error(err)
+		}
+	})
+	defer func() { cancel(); wg.Wait() }()
+	if got, want := recv(), "READY=1\nSTATUS=network up"; got != want {
+		t.Errorf("first datagram %q, want %q", got, want)
+	}
+	b.IP(t, "link", "set", "vb", "down")
+	if got, want := recv(), "STATUS=network down: va"; got != want {
+		t.Errorf("after va lost carrier: %q, want %q", got, want)
+	}
+	cancel()
+	if got := recv(); got != "STOPPING=1" {
+		t.Errorf("shutdown: %q, want STOPPING=1 (and no repeated STATUS)", got)
 	}
 }

@@ -52,8 +52,9 @@ func (x *exporterCmd) run(ctx context.Context, env *runEnv) error {
 		return err
 	}
 	return serve(ctx, env, w.server(env, &x.webFlags, nil), parts{
-		loops:  w.loops,
-		reload: func() { reload(env, w.col, x, func(c *cli) reloadable { return &c.Exporter }) },
+		loops:       w.loops,
+		afterListen: []func(context.Context) error{w.notifySystemd(env, sidecar.SnapshotStatus(w.col))},
+		reload:      func() { reload(env, w.col, x, func(c *cli) reloadable { return &c.Exporter }) },
 	})
 }
 
@@ -94,6 +95,15 @@ func (s *serveFlags) watch(env *runEnv) (*watchers, error) {
 		})
 	}
 	return w, nil
+}
+
+// notifySystemd is the part that, once listening, tells systemd (Type=
+// notify) it is ready and what status, and feeds its watchdog while the
+// collector's event loop turns.
+func (w *watchers) notifySystemd(env *runEnv, status func() (string, <-chan struct{})) func(context.Context) error {
+	return func(ctx context.Context) error {
+		return sidecar.NotifySystemd(ctx, sidecar.SystemdOptions{Status: status, Alive: w.col.Alive, Logger: env.logger.With("component", "systemd")})
+	}
 }
 
 // server is the HTTP server over the watchers (and the gate's handler).
@@ -160,12 +170,9 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv) error {
 		loops = append(loops, auto.Run)
 	}
 	return serve(ctx, env, w.server(env, &s.webFlags, handler), parts{
-		loops: loops,
-		// Once listening: tell systemd, which then watches the event loop.
-		afterListen: []func(context.Context) error{func(ctx context.Context) error {
-			return sidecar.NotifySystemd(ctx, sidecar.SystemdOptions{Gate: gate, Alive: w.col.Alive, Logger: env.logger.With("component", "systemd")})
-		}},
-		reload: func() { reload(env, w.col, s, func(c *cli) reloadable { return &c.Sidecar }) },
+		loops:       loops,
+		afterListen: []func(context.Context) error{w.notifySystemd(env, sidecar.GateStatus(gate))},
+		reload:      func() { reload(env, w.col, s, func(c *cli) reloadable { return &c.Sidecar }) },
 	})
 }
 
