@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/boundedfile"
 	"github.com/linkgate/linkgate/internal/clock"
@@ -45,6 +46,14 @@ type ServerOptions struct {
 	// --web.config.file (exporter-toolkit: TLS, basic auth).
 	ListenAddresses []string
 	WebConfigFile   string
+	// SystemdSocket takes the listeners from systemd socket activation
+	// (LISTEN_FDS) instead of ListenAddresses, as node_exporter's
+	// --web.systemd-socket.
+	SystemdSocket bool
+	// HealthListenAddresses also serve /healthz and, with a gate, /ready
+	// and /ready/NAME, over plain HTTP without WebConfigFile's TLS and
+	// auth: for kubelet probes when the main listener needs credentials.
+	HealthListenAddresses []string
 	// MaxConnections bounds the connections open per listen address (see
 	// limitedListener); 0: no limit.
 	MaxConnections int
@@ -65,6 +74,8 @@ type Server struct {
 	opts      ServerOptions
 	srv       *http.Server
 	listeners []net.Listener
+	health    *http.Server // nil without HealthListenAddresses
+	healthLs  []net.Listener
 }
 
 // NewServer builds the server; Listen opens its sockets, Serve serves.
@@ -92,51 +103,139 @@ func NewServer(o ServerOptions) *Server {
 	if err == nil {
 		mux.Handle("/", landing)
 	}
+	s := &Server{opts: o, srv: newHTTPServer(mux, o.MaxConnections)}
+	if len(o.HealthListenAddresses) > 0 {
+		hmux := http.NewServeMux()
+		hmux.Handle("/healthz", HealthzHandler(o.Health, clock.System))
+		if o.Ready != nil {
+			hmux.Handle("/ready", o.Ready)
+			hmux.Handle("/ready/", o.Ready)
+		}
+		s.health = newHTTPServer(hmux, o.MaxConnections)
+	}
+	return s
+}
+
+func newHTTPServer(h http.Handler, maxConns int) *http.Server {
 	// No WriteTimeout: long-polls and event streams set their own write
 	// deadlines, as /metrics does. An idle keep-alive connection costs
 	// about 20 KB: it is dropped after 30s (Prometheus reconnects at its
 	// next scrape), and Listen bounds how many stay open.
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	if o.MaxConnections > 0 {
+	if maxConns > 0 {
 		srv.ConnState = trackConnState
 	}
-	return &Server{opts: o, srv: srv}
+	return srv
 }
 
-// Listen opens every listen address, each bounded to MaxConnections.
+// Listen opens every listen address (or takes systemd's sockets), each
+// bounded to MaxConnections.
 func (s *Server) Listen() error {
-	for _, addr := range s.opts.ListenAddresses {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range s.listeners {
-				l.Close()
+	var err error
+	if s.opts.SystemdSocket {
+		s.listeners, err = systemdListeners()
+	} else {
+		s.listeners, err = listenAll(s.opts.ListenAddresses)
+	}
+	if err == nil && s.health != nil {
+		if s.healthLs, err = listenAll(s.opts.HealthListenAddresses); err != nil {
+			closeAll(s.listeners)
+		}
+	}
+	if err != nil {
+		s.listeners, s.healthLs = nil, nil
+		return err
+	}
+	if s.opts.MaxConnections > 0 {
+		for _, ls := range [][]net.Listener{s.listeners, s.healthLs} {
+			for i, l := range ls {
+				ls[i] = limitConnections(l, s.opts.MaxConnections, s.opts.Logger)
 			}
-			s.listeners = nil
-			return fmt.Errorf("listen: %w", err)
 		}
-		if s.opts.MaxConnections > 0 {
-			l = limitConnections(l, s.opts.MaxConnections, s.opts.Logger)
-		}
-		s.listeners = append(s.listeners, l)
 	}
 	return nil
+}
+
+func listenAll(addrs []string) ([]net.Listener, error) {
+	var out []net.Listener
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// systemdListeners are the sockets systemd passed (LISTEN_FDS), as
+// node_exporter takes them for --web.systemd-socket.
+func systemdListeners() ([]net.Listener, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("systemd socket activation: %w", err)
+	}
+	var out []net.Listener
+	for _, l := range ls {
+		if l != nil { // a passed fd that is not a listening socket
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("systemd socket activation: systemd passed no listening socket (LISTEN_FDS unset or empty; is the .socket unit active?)")
+	}
+	return out, nil
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+// Addrs are the addresses the main listeners listen on (after Listen).
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
 }
 
 // Serve serves on the listeners Listen opened until Shutdown; it returns
 // nil after Shutdown.
 func (s *Server) Serve() error {
-	addrs, file := s.opts.ListenAddresses, s.opts.WebConfigFile
-	err := web.ServeMultiple(s.listeners, s.srv, &web.FlagConfig{WebListenAddresses: &addrs, WebConfigFile: &file}, s.opts.Logger)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	errc := make(chan error, 1+len(s.healthLs))
+	for _, l := range s.healthLs {
+		go func() { errc <- s.health.Serve(l) }()
 	}
-	return err
+	addrs := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		addrs[i] = l.Addr().String()
+	}
+	file := s.opts.WebConfigFile
+	go func() {
+		errc <- web.ServeMultiple(s.listeners, s.srv, &web.FlagConfig{WebListenAddresses: &addrs, WebConfigFile: &file}, s.opts.Logger)
+	}()
+	var first error
+	for range 1 + len(s.healthLs) {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && first == nil {
+			first = err
+			// One listener failing ends linkgate: stop the others.
+			_ = s.srv.Close()
+			if s.health != nil {
+				_ = s.health.Close()
+			}
+		}
+	}
+	return first
 }
 
 // Shutdown answers waiting long-polls (503) and ends event streams, then
@@ -144,6 +243,9 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.opts.Ready != nil {
 		s.opts.Ready.Close()
+	}
+	if s.health != nil {
+		_ = s.health.Shutdown(ctx)
 	}
 	return s.srv.Shutdown(ctx)
 }

@@ -58,9 +58,11 @@ func (c *commonFlags) configCheck() bool { return c.ConfigCheck }
 
 // webFlags follow Prometheus exporter conventions.
 type webFlags struct {
-	ListenAddress []string `name:"web.listen-address" config:"web.listen_address" default:":9977" placeholder:"ADDR" help:"Address to listen on; repeatable."`
-	TelemetryPath string   `name:"web.telemetry-path" config:"web.telemetry_path" default:"/metrics" help:"Path under which to expose metrics."`
-	ConfigFile    string   `name:"web.config.file" config:"web.config_file,path" placeholder:"FILE" help:"exporter-toolkit web configuration (TLS, basic auth)."`
+	ListenAddress       []string `name:"web.listen-address" config:"web.listen_address" default:":9977" placeholder:"ADDR" help:"Address to listen on; repeatable."`
+	TelemetryPath       string   `name:"web.telemetry-path" config:"web.telemetry_path" default:"/metrics" help:"Path under which to expose metrics."`
+	ConfigFile          string   `name:"web.config.file" config:"web.config_file,path" placeholder:"FILE" help:"exporter-toolkit web configuration (TLS, basic auth)."`
+	SystemdSocket       bool     `name:"web.systemd-socket" config:"web.systemd_socket" help:"Listen on the sockets systemd passes (socket activation, a .socket unit) instead of --web.listen-address."`
+	HealthListenAddress []string `name:"web.health-listen-address" config:"web.health_listen_address" placeholder:"ADDR" help:"Also serve /healthz and /ready (nothing else) here, over plain HTTP without --web.config.file's TLS and auth: for kubelet probes when the main listener needs credentials. Repeatable; keep it pod-local."`
 	// A count, so kong itself refuses a negative one.
 	MaxConnections uint `name:"web.max-connections" config:"web.max_connections" default:"512" help:"Connections open at once per listen address; beyond it a new one replaces the longest-idle one, or is closed if none is idle. 0: no limit."`
 }
@@ -69,9 +71,14 @@ func (w *webFlags) validate(e *runEnv) error {
 	if len(w.ListenAddress) == 0 {
 		return e.invalid("web.listen-address", "at least one listen address is needed")
 	}
-	for _, addr := range w.ListenAddress {
-		if err := checkListenAddress(addr); err != nil {
-			return e.invalid("web.listen-address", "want host:port, [IPv6]:port or :port with a port from 0 to 65535, got %q (%v)", addr, err)
+	for _, f := range []struct {
+		flag  string
+		addrs []string
+	}{{"web.listen-address", w.ListenAddress}, {"web.health-listen-address", w.HealthListenAddress}} {
+		for _, addr := range f.addrs {
+			if err := checkListenAddress(addr); err != nil {
+				return e.invalid(f.flag, "want host:port, [IPv6]:port or :port with a port from 0 to 65535, got %q (%v)", addr, err)
+			}
 		}
 	}
 	if !strings.HasPrefix(w.TelemetryPath, "/") || w.TelemetryPath == "/" {
@@ -93,10 +100,12 @@ func (w *webFlags) validate(e *runEnv) error {
 // serverOptions is the HTTP server's share of the flags.
 func (w *webFlags) serverOptions() sidecar.ServerOptions {
 	return sidecar.ServerOptions{
-		ListenAddresses: w.ListenAddress,
-		WebConfigFile:   w.ConfigFile,
-		MaxConnections:  int(w.MaxConnections),
-		TelemetryPath:   w.TelemetryPath,
+		ListenAddresses:       w.ListenAddress,
+		SystemdSocket:         w.SystemdSocket,
+		HealthListenAddresses: w.HealthListenAddress,
+		WebConfigFile:         w.ConfigFile,
+		MaxConnections:        int(w.MaxConnections),
+		TelemetryPath:         w.TelemetryPath,
 	}
 }
 

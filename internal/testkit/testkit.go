@@ -7,6 +7,9 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -90,4 +93,23 @@ func ClosedAddr(t testing.TB) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// BuildLinkgate builds the real binary, as shipped, into a temporary
+// folder; LINKGATE_SOAK_BIN names a binary to test instead (a release, or
+// a candidate fix).
+func BuildLinkgate(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("LINKGATE_SOAK_BIN"); bin != "" {
+		t.Logf("testing %s (LINKGATE_SOAK_BIN)", bin)
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "linkgate")
+	start := time.Now()
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/linkgate/linkgate/cmd/linkgate")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built linkgate in %v", time.Since(start).Round(time.Millisecond))
+	return bin
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,24 +17,8 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// buildLinkgate builds the real binary, as shipped, into a temporary
-// folder; LINKGATE_SOAK_BIN names a binary to soak instead (a release, or
-// a candidate fix).
-func buildLinkgate(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("LINKGATE_SOAK_BIN"); bin != "" {
-		t.Logf("soaking %s (LINKGATE_SOAK_BIN)", bin)
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "linkgate")
-	start := time.Now()
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/linkgate/linkgate/cmd/linkgate")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	t.Logf("built linkgate in %v", time.Since(start).Round(time.Millisecond))
-	return bin
-}
+// buildLinkgate builds the real binary (testkit.BuildLinkgate).
+func buildLinkgate(t *testing.T) string { return testkit.BuildLinkgate(t) }
 
 // sidecar is `linkgate sidecar` running as a child process.
 type sidecar struct {
