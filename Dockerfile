@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
-#     --build-arg REVISION=$(git rev-parse HEAD) -t linkgate .
+#     --build-arg REVISION=$(git rev-parse HEAD) \
+#     --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) -t linkgate .
 #   docker run --rm -p 9977:9977 linkgate            # linkgate sidecar
 #   docker run --rm linkgate version
 #
@@ -18,9 +19,11 @@ ARG TARGETARCH
 # github.com/prometheus/common/version (which main uses), e.g.
 #   --build-arg VERSION=$(git describe --tags --always) \
 #   --build-arg REVISION=$(git rev-parse HEAD) \
+#   --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) \
 #   --build-arg BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ARG VERSION=dev
 ARG REVISION
+ARG BRANCH
 ARG BUILD_DATE
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -34,6 +37,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
       -ldflags "-s -w \
         -X github.com/prometheus/common/version.Version=${VERSION} \
         -X github.com/prometheus/common/version.Revision=${REVISION} \
+        -X github.com/prometheus/common/version.Branch=${BRANCH} \
         -X github.com/prometheus/common/version.BuildDate=${BUILD_DATE} \
         -X github.com/prometheus/common/version.BuildUser=docker" \
       ./cmd/linkgate

@@ -4,8 +4,11 @@
 GO      ?= go
 BIN     ?= linkgate
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BRANCH  ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null)
 LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(VERSION) \
-	-X github.com/prometheus/common/version.Revision=$(shell git rev-parse HEAD 2>/dev/null)
+	-X github.com/prometheus/common/version.Revision=$(shell git rev-parse HEAD 2>/dev/null) \
+	-X github.com/prometheus/common/version.Branch=$(BRANCH) \
+	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
