@@ -794,3 +794,35 @@ func TestConfigErrorsAreBounded(t *testing.T) {
 		t.Errorf("%d lines, ending %q", len(lines), lines[len(lines)-1])
 	}
 }
+
+// TestCLIShape: --config, --config.check and --log.* may also come before
+// the command (deploy/README and existing units write them there);
+// version takes none of them; no command prints the whole help (exit 2).
+func TestCLIShape(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "linkgate.yml")
+	if err := os.WriteFile(cfg, []byte("network_monitor:\n  required_interfaces: [eth0]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--config", cfg, "--config.check", "exporter"},
+		{"--config=" + cfg, "--log.level", "debug", "exporter", "--config.check"},
+		{"exporter", "--config", cfg, "--config.check"},
+	} {
+		if code, out, errOut := runCLI(t, args...); code != 0 || !strings.Contains(out, "configuration is valid") {
+			t.Errorf("%q: exit %d: %s%s", args, code, out, errOut)
+		}
+	}
+	if code, out, _ := runCLI(t, "version", "--help"); code != 0 || strings.Contains(out, "--config") || strings.Contains(out, "--log.level") {
+		t.Errorf("version --help: exit %d, lists config or log flags:\n%s", code, out)
+	}
+	code, out, _ := runCLI(t)
+	if code != exitInvalid || !strings.Contains(out, "version") || !strings.Contains(out, "demo") {
+		t.Errorf("no command: exit %d, want 2 and every command:\n%s", code, out)
+	}
+	if code, out, _ := runCLI(t, "sidecar", "--help"); code != 0 || !strings.Contains(strings.Join(strings.Fields(out), " "), "repeatable. Default: :9977") {
+		t.Errorf("sidecar --help does not show the listen address default:\n%s", out)
+	}
+	if code, out, _ := runCLI(t, "wait", "--help"); code != 0 || !strings.Contains(out, "$LINKGATE_IPV4") {
+		t.Errorf("wait --help: -4's variable is not LINKGATE_IPV4:\n%s", out)
+	}
+}

@@ -105,7 +105,7 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 		_, _ = parser.Parse([]string{"--help"})
 		return nil, exitInvalid
 	}
-	p.kctx, err = parser.Parse(joinNegativeDurations(parser.Model, args))
+	p.kctx, err = parser.Parse(joinNegativeDurations(parser.Model, commandFirst(args)))
 	if exitCode >= 0 { // --help
 		return nil, exitCode
 	}
@@ -118,6 +118,34 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 		return nil, exitInvalid
 	}
 	return p, -1
+}
+
+// leadingFlags are the flags that may also come before the command
+// (`linkgate --config FILE --config.check exporter`), as they could when
+// they were global; true: the flag takes a value.
+var leadingFlags = map[string]bool{"--config": true, "--config.check": false, "--log.level": true, "--log.format": true}
+
+// commandFirst moves leadingFlags found before the command to just after
+// it, where the commands declare them.
+func commandFirst(args []string) []string {
+	var moved []string
+	for i := 0; i < len(args); i++ {
+		name, _, joined := strings.Cut(args[i], "=")
+		takesValue, ok := leadingFlags[name]
+		if !ok {
+			if i == 0 || strings.HasPrefix(args[i], "-") {
+				return args // no leading flags, or one this does not know
+			}
+			out := append([]string{args[i]}, moved...)
+			return append(out, args[i+1:]...)
+		}
+		moved = append(moved, args[i])
+		if takesValue && !joined && i+1 < len(args) {
+			i++
+			moved = append(moved, args[i])
+		}
+	}
+	return args
 }
 
 // showDefaults adds each flag's default to its help where kong's help
