@@ -76,7 +76,10 @@ type Webhooks struct {
 	opts  WebhookOptions
 	log   *slog.Logger
 	hooks []*hookQueue
-	from  *State // transitions after this one are notified
+	// from: transitions after this one are notified. Run moves it along:
+	// each State points to the next, so holding an old one would keep
+	// every state published since in memory.
+	from *State
 
 	deliveries map[string]*atomic.Uint64
 	retries    atomic.Uint64
@@ -174,6 +177,7 @@ loop:
 					w.enqueue(st)
 				}
 			}
+			w.from = st
 		}
 	}
 	wg.Wait()

@@ -3,10 +3,12 @@ package sidecar
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -285,5 +287,40 @@ func TestWebhookFormats(t *testing.T) {
 		discord.Embeds[0].Timestamp != "2030-01-02T03:04:05Z" || discord.Embeds[0].Fields[0].Name != "links" ||
 		!strings.Contains(discord.Embeds[0].Description, "vcenter: transient: refused: connection refused") {
 		t.Errorf("discord: %s (%v)", b, err)
+	}
+}
+
+// TestWebhooksKeepNoOldStates: each State points to the next, so a
+// notifier that held the state it started from would keep every state
+// published since. The first one must become garbage.
+func TestWebhooksKeepNoOldStates(t *testing.T) {
+	vc := newFakeVCenter(vcRefused())
+	g := vcenterGate(t, GateOptions{}, vc)
+	waitState(t, g, "not ready", isNotReady)
+	collected := make(chan struct{})
+	first := g.State()
+	runtime.SetFinalizer(first, func(*State) { close(collected) })
+	wh, err := NewWebhooks(g, WebhookOptions{Hooks: []Webhook{{URL: "http://127.0.0.1:9/hook", Format: WebhookGeneric}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first = nil
+	run(t, wh.Run)
+	// Change the state a few times (the reason changes, no transition).
+	for i := range 5 {
+		vc.set(probe.Status{Target: "vc.example", Class: "transient", Kind: "refused", Reason: fmt.Sprint("connection refused ", i)})
+		waitState(t, g, "reason changed", checkFails(CheckVCenter, fmt.Sprint("refused ", i)))
+	}
+	deadline := time.Now().Add(hang)
+	for {
+		runtime.GC()
+		select {
+		case <-collected:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the state the notifier started from is still reachable")
+		}
 	}
 }
