@@ -1,8 +1,8 @@
 // Package sidecar owns linkgate's readiness gate and everything that reports
 // it: the checks, the gate that composes them, the HTTP server (/metrics,
-// /healthz, /ready, /ready/<check>, /events), the gate's metrics, systemd
-// and webhook notifications, and the library halves of `linkgate wait` and
-// `linkgate check`.
+// /healthz, /ready, /ready/<check>, /events), the gate's metrics, systemd,
+// webhook and email notifications, and the library halves of `linkgate
+// wait` and `linkgate check`.
 //
 // State flows one way. The collector publishes kernel snapshots and the
 // vCenter probe publishes probe.Status values, each with a change channel;

@@ -83,3 +83,28 @@ func (w *Webhooks) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descWebhookQueue, prometheus.GaugeValue, float64(queued))
 }
+
+var (
+	descEmailDeliveries = desc("email_deliveries_total", "Email notifications by final result: success (accepted by the SMTP server), rejected (5xx reply, not retried), failed (gave up after retries, or refused to send over a connection that would not be secure).", "result")
+	descEmailRetries    = desc("email_retries_total", "Email delivery attempts that were retried after a 4xx reply or a connection error.")
+	descEmailDropped    = desc("email_dropped_total", "Email notifications dropped undelivered: queue full (oldest dropped) or shutdown.")
+	descEmailQueue      = desc("email_queue_length", "Email notifications waiting to be delivered.")
+)
+
+// Describe implements prometheus.Collector.
+func (e *Email) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descEmailDeliveries
+	ch <- descEmailRetries
+	ch <- descEmailDropped
+	ch <- descEmailQueue
+}
+
+// Collect implements prometheus.Collector.
+func (e *Email) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range deliveryResults {
+		ch <- prometheus.MustNewConstMetric(descEmailDeliveries, prometheus.CounterValue, float64(e.deliveries[r].Load()), r)
+	}
+	ch <- prometheus.MustNewConstMetric(descEmailRetries, prometheus.CounterValue, float64(e.retries.Load()))
+	ch <- prometheus.MustNewConstMetric(descEmailDropped, prometheus.CounterValue, float64(e.dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(descEmailQueue, prometheus.GaugeValue, float64(e.queued()))
+}

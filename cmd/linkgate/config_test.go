@@ -371,9 +371,9 @@ func TestHostileConfigsNeverEchoSecrets(t *testing.T) {
 		{name: "no scheme", file: "notify:\n  webhook_urls: hooks.example.test/T0K3N-abc\n",
 			want: "cfg.yml:2: notify.webhook_urls: want an http(s) URL, got <URL without a host>"},
 		{name: "URL as the notify section", file: "notify: https://hooks.example.test/T0K3N-abc\n",
-			want: "cfg.yml:1: notify: want a mapping (keys: webhook_format, webhook_urls), got a string (not shown: this key may hold a secret)"},
+			want: "cfg.yml:1: notify: want a mapping (keys: email, webhook_format, webhook_urls), got a string (not shown: this key may hold a secret)"},
 		{name: "URL as a key", file: "notify: {https://hooks.example.test/T0K3N-abc}\n",
-			want: "cfg.yml:1: unknown key (not shown: a key is lower-case letters, digits and '_') (known keys here: notify.webhook_format, notify.webhook_urls)"},
+			want: "cfg.yml:1: unknown key (not shown: a key is lower-case letters, digits and '_') (known keys here: notify.email.ca_file, notify.email.from, notify.email.password_file, notify.email.server, notify.email.tls, notify.email.to, notify.email.user, notify.webhook_format, notify.webhook_urls)"},
 		{name: "token as a duplicate key", file: "notify:\n  T0K3N-abc: 1\n  T0K3N-abc: 2\n",
 			want: "cfg.yml:3: duplicate key (not shown: a key is lower-case letters, digits and '_') (first at line 2)"},
 		{name: "token as an alias", file: "cmd: x\nnotify:\n  webhook_urls: *T0K3N-abc\n",
@@ -824,5 +824,40 @@ func TestCLIShape(t *testing.T) {
 	}
 	if code, out, _ := runCLI(t, "wait", "--help"); code != 0 || !strings.Contains(out, "$LINKGATE_IPV4") {
 		t.Errorf("wait --help: -4's variable is not LINKGATE_IPV4:\n%s", out)
+	}
+}
+
+// TestEmailFlags: the email notifier's settings are validated at start,
+// naming the flag or file:line:key, and never echo the password.
+func TestEmailFlags(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "smtp-password")
+	if err := os.WriteFile(pw, []byte("smtp-s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "linkgate.yml")
+	if err := os.WriteFile(cfg, []byte("notify:\n  email:\n    server: smtp.example.com:587\n    user: linkgate\n    password_file: smtp-password\n    from: linkgate@example.com\n    to: [ops@example.com, '\"Ops, night\" <night@example.com>']\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, "sidecar", "--config", cfg, "--config.check"); code != 0 {
+		t.Errorf("valid email settings: exit %d: %s%s", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--notify.email.from", "x@example.com"}, "--notify.email.server: the other --notify.email.* settings need a server"},
+		{[]string{"--notify.email.server", "smtp.example.com:587", "--notify.email.from", "x@example.com"}, "--notify.email.to"},
+		{[]string{"--notify.email.server", "smtp.example.com", "--notify.email.from", "x@example.com", "--notify.email.to", "y@example.com"}, "--notify.email.server"},
+		{[]string{"--notify.email.server", "smtp.example.com:587", "--notify.email.tls", "none", "--notify.email.from", "x@example.com", "--notify.email.to", "y@example.com"}, "--notify.email.tls"},
+		{[]string{"--notify.email.server", "smtp.example.com:587", "--notify.email.user", "u", "--notify.email.from", "x@example.com", "--notify.email.to", "y@example.com"}, "--notify.email.password-file"},
+	} {
+		code, _, errOut := runCLI(t, append([]string{"sidecar", "--config.check"}, tc.args...)...)
+		if code != exitInvalid || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d: %s; want 2 naming %s", tc.args, code, errOut, tc.want)
+		}
+		if strings.Contains(errOut, "s3cret") {
+			t.Errorf("%q: the password leaked: %s", tc.args, errOut)
+		}
 	}
 }

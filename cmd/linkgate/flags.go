@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -498,12 +499,48 @@ func (g *gateFlags) checks(e *runEnv, v *vcenterFlags, n *networkFlags, routes s
 	return checks, nil
 }
 
-// notifyFlags configure webhooks on gate transitions.
+// notifyFlags configure webhooks and email on gate transitions.
 type notifyFlags struct {
 	WebhookURL []string `name:"notify.webhook-url" config:"notify.webhook_urls" placeholder:"URL" help:"POST a JSON document on every gate transition; repeatable. Prefer the config file or environment for URLs with tokens."`
 	// Checked in validate, not a kong enum: kong's enum error echoes the
 	// value, and a misplaced webhook URL lands here.
 	WebhookFormat string `name:"notify.webhook-format" config:"notify.webhook_format" default:"generic" help:"Webhook payload: generic, slack or discord."`
+
+	EmailServer       string `name:"notify.email.server" config:"notify.email.server" placeholder:"HOST:PORT" help:"Send an email on every gate transition through this SMTP server (587 with --notify.email.tls=starttls, 465 with tls). Empty: no email."`
+	EmailTLS          string `name:"notify.email.tls" config:"notify.email.tls" default:"starttls" help:"starttls (required, never plain text) or tls (implicit TLS)."`
+	EmailCAFile       string `name:"notify.email.ca-file" config:"notify.email.ca_file,path" placeholder:"FILE" help:"PEM CA bundle to verify the SMTP server (a private CA); default: the system roots. Read at every send."`
+	EmailUser         string `name:"notify.email.user" config:"notify.email.user" help:"SMTP user for AUTH PLAIN; empty: no authentication."`
+	EmailPasswordFile string `name:"notify.email.password-file" config:"notify.email.password_file,path" placeholder:"FILE" help:"File holding the SMTP password (with --notify.email.user); re-read at every send."`
+	EmailFrom         string `name:"notify.email.from" config:"notify.email.from" placeholder:"ADDR" help:"Sender address, e.g. 'linkgate <linkgate@example.com>'."`
+	// sep:"none": one address per occurrence, so a display name may hold a comma.
+	EmailTo []string `name:"notify.email.to" config:"notify.email.to" sep:"none" placeholder:"ADDR" help:"Recipient address; repeatable."`
+}
+
+// emailFlagFor names the flag behind a sidecar.EmailConfigError's field.
+var emailFlagFor = map[string]string{
+	"Server": "notify.email.server", "TLS": "notify.email.tls", "CAFile": "notify.email.ca-file",
+	"User": "notify.email.user", "PasswordFile": "notify.email.password-file",
+	"From": "notify.email.from", "To": "notify.email.to",
+	"Hostname": "notify.email.server", // no flag: only an odd os.Hostname() fails
+}
+
+func (f *notifyFlags) emailOptions(logger *slog.Logger) sidecar.EmailOptions {
+	return sidecar.EmailOptions{
+		Server: f.EmailServer, TLS: f.EmailTLS, CAFile: f.EmailCAFile,
+		User: f.EmailUser, PasswordFile: f.EmailPasswordFile,
+		From: f.EmailFrom, To: f.EmailTo, Logger: logger,
+	}
+}
+
+// emailError names the flag behind an email configuration error.
+func (f *notifyFlags) emailError(e *runEnv, err error) error {
+	var ce *sidecar.EmailConfigError
+	if errors.As(err, &ce) {
+		if flag, ok := emailFlagFor[ce.Field]; ok {
+			return e.invalid(flag, "%v", ce.Err)
+		}
+	}
+	return e.invalid("notify.email.server", "%v", err)
 }
 
 func (f *notifyFlags) validate(e *runEnv) error {
@@ -517,6 +554,15 @@ func (f *notifyFlags) validate(e *runEnv) error {
 	case sidecar.WebhookGeneric, sidecar.WebhookSlack, sidecar.WebhookDiscord:
 	default:
 		return e.invalid("notify.webhook-format", "want generic, slack or discord (the value is not shown: it may hold a webhook URL)")
+	}
+	if f.EmailServer == "" {
+		if f.EmailFrom != "" || len(f.EmailTo) > 0 || f.EmailUser != "" || f.EmailPasswordFile != "" || f.EmailCAFile != "" {
+			return e.invalid("notify.email.server", "the other --notify.email.* settings need a server")
+		}
+		return nil
+	}
+	if err := f.emailOptions(nil).Validate(); err != nil {
+		return f.emailError(e, err)
 	}
 	return nil
 }

@@ -162,6 +162,14 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv) error {
 		w.reg.MustRegister(wh)
 		loops = append(loops, wh.Run)
 	}
+	if s.EmailServer != "" {
+		em, err := sidecar.NewEmail(gate, s.emailOptions(env.logger.With("component", "email")))
+		if err != nil {
+			return s.emailError(env, err)
+		}
+		w.reg.MustRegister(em)
+		loops = append(loops, em.Run)
+	}
 	if s.autoRequired() {
 		auto, err := sidecar.NewAutoRequired(sidecar.PathOptions{Targets: s.URL, Routes: w.col}, w.col, w.col, env.logger.With("component", "auto-required"))
 		if err != nil {
