@@ -108,13 +108,14 @@ func checkLimit(t *testing.T, s *sim, start time.Time, limit int) []time.Time {
 	return failed
 }
 
-// checkRecheckCadence checks the limit, and that only the re-check
-// cadence of a rejected password (180s/3) made the failed logins.
+// checkRecheckCadence checks that only the re-check cadence of a rejected
+// password (180s/(3-1)) made the failed logins, and so that they never
+// fill the window: a slot is always left for a rotated password.
 func checkRecheckCadence(t *testing.T, s *sim, start time.Time) {
 	t.Helper()
-	failed := checkLimit(t, s, start, 3)
-	if got := offsets(failed, start); fmt.Sprint(got) != "[0 60 120 180]" {
-		t.Errorf("failed logins at %v s, want at the re-check cadence [0 60 120 180]", got)
+	failed := checkLimit(t, s, start, 2)
+	if got := offsets(failed, start); fmt.Sprint(got) != "[0 90 180]" {
+		t.Errorf("failed logins at %v s, want at the re-check cadence [0 90 180]", got)
 	}
 }
 

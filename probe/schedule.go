@@ -40,10 +40,12 @@ func (c Config) nextAttempt(f failure, cycle int, r float64) plan {
 }
 
 // authRecheck is the shortest cadence for re-checking a rejected login:
-// MaxFailedLogins re-checks spread over FailedLoginWindow (a minute by
-// default).
+// MaxFailedLogins-1 re-checks spread over FailedLoginWindow (90 s by
+// default), so that re-checks alone never fill the window and a login with
+// a rotated password always finds a slot at once. With a limit of 1 there
+// is no slot to keep: one re-check per window.
 func (c Config) authRecheck() time.Duration {
-	return c.FailedLoginWindow / time.Duration(c.MaxFailedLogins)
+	return c.FailedLoginWindow / time.Duration(max(c.MaxFailedLogins-1, 1))
 }
 
 // slowWait is the cadence of a down target: the capped backoff, jittered
