@@ -58,7 +58,12 @@ alerts:
 	@if ! command -v promtool >/dev/null; then \
 		if [ -n "$$LINKGATE_REQUIRE_ROOT_TESTS" ]; then echo "promtool missing (apt-get install prometheus)"; exit 1; fi; \
 		echo "promtool missing: skipping alert rule tests"; exit 0; fi; \
-	promtool check rules alerts/linkgate.rules.yml && promtool test rules alerts/linkgate.rules.test.yml
+	promtool check rules alerts/linkgate.rules.yml && promtool test rules alerts/linkgate.rules.test.yml && \
+	python3 dashboards/check_queries.py
+	@if ! command -v amtool >/dev/null; then \
+		if [ -n "$$LINKGATE_REQUIRE_ROOT_TESTS" ]; then echo "amtool missing (apt-get install prometheus-alertmanager)"; exit 1; fi; \
+		echo "amtool missing: skipping the Alertmanager example"; exit 0; fi; \
+	amtool check-config alerts/alertmanager.yml && alerts/inhibit_test.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./collector/
