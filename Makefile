@@ -12,12 +12,12 @@ LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(VERSION) \
 
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: build test fmt vet lint unit churn fuzz alerts bench
+.PHONY: build test fmt vet lint unit churn fuzz alerts deploy bench
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/linkgate
 
-test: fmt vet lint unit churn fuzz alerts
+test: fmt vet lint unit churn fuzz alerts deploy
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -46,7 +46,7 @@ churn:
 # A count rather than a duration: go1.26's coordinator can end a timed run
 # with a bare "context deadline exceeded" (golang/go#75804).
 FUZZTIME ?= 5000x
-FUZZ_TARGETS = ./collector/:FuzzApply ./collector/:FuzzDecodeStats ./cmd/linkgate/:FuzzParseConfig ./sidecar/:FuzzParseWait ./sidecar/:FuzzReadyHandler ./probe/:FuzzClassify ./probe/:FuzzParseEndpoint
+FUZZ_TARGETS = ./collector/:FuzzApply ./collector/:FuzzDecodeStats ./cmd/linkgate/:FuzzParseConfig ./sidecar/:FuzzParseWait ./sidecar/:FuzzReadyHandler ./probe/:FuzzClassify ./probe/:FuzzParseEndpoint ./cmd/linkgate/:FuzzParseHyper2kvmConfig
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
@@ -64,6 +64,13 @@ alerts:
 		if [ -n "$$LINKGATE_REQUIRE_ROOT_TESTS" ]; then echo "amtool missing (apt-get install prometheus-alertmanager)"; exit 1; fi; \
 		echo "amtool missing: skipping the Alertmanager example"; exit 0; fi; \
 	amtool check-config alerts/alertmanager.yml && alerts/inhibit_test.sh
+
+# The deployment examples (deploy/README.md, "Checking these files"): their
+# own Go module, so that the Kubernetes API types stay out of linkgate's.
+# Missing tools (openssl, htpasswd, systemd-analyze) skip, or fail under
+# LINKGATE_REQUIRE_ROOT_TESTS.
+deploy:
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./collector/

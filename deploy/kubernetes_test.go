@@ -55,6 +55,8 @@ func secretFiles(t *testing.T, name string) map[string]string {
 	switch name {
 	case "linkgate-vcenter":
 		return map[string]string{"vcenter-password": "test-password\n", "ca.crt": vcenterCA(t)}
+	case "hyper2kvm-vcenter":
+		return map[string]string{"password": "test-password\n", "ca.crt": vcenterCA(t)}
 	case "linkgate-web", "linkgate-wait", "linkgate-scrape":
 		dir := filepath.Join(madeSecrets(t), name)
 		entries, err := os.ReadDir(dir)
@@ -232,6 +234,15 @@ func TestManifestReferences(t *testing.T) {
 					t.Errorf("%s: container %s mounts volume %q, which the pod does not have", w.where, c.Name, vm.Name)
 				}
 			}
+			for _, e := range c.Env {
+				if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+					continue
+				}
+				ref := e.ValueFrom.SecretKeyRef
+				if _, ok := secretFiles(t, ref.Name)[ref.Key]; !ok {
+					t.Errorf("%s: container %s: env %s: Secret %s has no key %q", w.where, c.Name, e.Name, ref.Name, ref.Key)
+				}
+			}
 			for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
 				if p != nil && p.HTTPGet != nil {
 					if _, ok := containerPort(c, p.HTTPGet.Port.String()); !ok {
@@ -385,7 +396,9 @@ func waitCommand(c corev1.Container) ([]string, bool) {
 }
 
 // podRoot lays out, under root, the files a container sees at its mount
-// paths (ConfigMap and Secret keys) and returns the rewriter of its paths.
+// paths (ConfigMap and Secret keys; a key alone with subPath; an empty
+// directory for an emptyDir or hostPath volume) and returns the rewriter of
+// its paths.
 func podRoot(t *testing.T, root string, spec corev1.PodSpec, c corev1.Container, cms map[string]map[string]string) func(string) string {
 	t.Helper()
 	var mounts []string
@@ -407,8 +420,14 @@ func podRoot(t *testing.T, root string, spec corev1.PodSpec, c corev1.Container,
 			data, items = cms[v.ConfigMap.Name], v.ConfigMap.Items
 		case v.Secret != nil:
 			data, items = secretFiles(t, v.Secret.SecretName), v.Secret.Items
+		case v.EmptyDir != nil, v.HostPath != nil:
+			// Empty at the start (a hostPath's content is the node's).
+			if err := os.MkdirAll(filepath.Join(root, vm.MountPath), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
 		default:
-			t.Fatalf("container %s: volume %s is neither a ConfigMap nor a Secret", c.Name, vm.Name)
+			t.Fatalf("container %s: volume %s is not a ConfigMap, Secret, emptyDir or hostPath", c.Name, vm.Name)
 		}
 		files := map[string]string{}
 		if len(items) == 0 {
@@ -422,6 +441,15 @@ func podRoot(t *testing.T, root string, spec corev1.PodSpec, c corev1.Container,
 				t.Errorf("container %s: volume %s: no key %q", c.Name, vm.Name, it.Key)
 			}
 			files[it.Path] = val
+		}
+		if vm.SubPath != "" {
+			// One file of the volume, at the mount path itself.
+			content, ok := files[vm.SubPath]
+			if !ok {
+				t.Errorf("container %s: volume %s: subPath %q is none of its files", c.Name, vm.Name, vm.SubPath)
+			}
+			writeFile(t, filepath.Join(root, vm.MountPath), rw(content))
+			continue
 		}
 		for name, content := range files {
 			writeFile(t, filepath.Join(root, vm.MountPath, name), rw(content))
@@ -465,8 +493,8 @@ func TestManifestCommandLines(t *testing.T) {
 			})
 		}
 	}
-	if checked < 6 {
-		t.Errorf("checked %d linkgate command lines, want 6 (2 Jobs with 2 each, 2 DaemonSets)", checked)
+	if checked < 7 {
+		t.Errorf("checked %d linkgate command lines, want 7 (2 Jobs with 2 each, 2 DaemonSets, the hyper2kvm worker's sidecar)", checked)
 	}
 }
 

@@ -7,7 +7,9 @@
 // listener, probes on the health listener, `linkgate wait` and a
 // Prometheus-style scrape with the Secrets make-secrets.sh writes); the
 // socket-activated unit serves on the socket systemd-socket-activate hands
-// it; and systemd-analyze accepts the units.
+// it; systemd-analyze accepts the units; and the hyper2kvm examples give
+// linkgate the daemon's configuration, its control socket and the right
+// to connect to it.
 //
 // It is a module of its own, so that the Kubernetes and Prometheus Operator
 // API types stay out of linkgate's go.mod. Run it from deploy/:

@@ -13,12 +13,28 @@ import (
 // continuation lines joined, each as its words.
 func readmeCommands(t *testing.T) [][]string {
 	t.Helper()
+	var cmds [][]string
+	for _, c := range readmeSectionCommands(t) {
+		cmds = append(cmds, c.words)
+	}
+	return cmds
+}
+
+// readmeCommand is a command line of README.md and the title of the
+// section (##) it is in.
+type readmeCommand struct {
+	section string
+	words   []string
+}
+
+func readmeSectionCommands(t *testing.T) []readmeCommand {
+	t.Helper()
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cmds [][]string
-	in, cur := false, ""
+	var cmds []readmeCommand
+	in, cur, section := false, "", ""
 	for _, line := range strings.Split(string(b), "\n") {
 		trimmed := strings.TrimSpace(line)
 		if strings.HasPrefix(trimmed, "```") {
@@ -26,6 +42,9 @@ func readmeCommands(t *testing.T) [][]string {
 			continue
 		}
 		if !in {
+			if title, ok := strings.CutPrefix(line, "## "); ok {
+				section = title
+			}
 			continue
 		}
 		if before, ok := strings.CutSuffix(trimmed, `\`); ok {
@@ -37,31 +56,43 @@ func readmeCommands(t *testing.T) [][]string {
 			cur = before
 		}
 		if words := strings.Fields(cur); len(words) > 0 {
-			cmds = append(cmds, words)
+			cmds = append(cmds, readmeCommand{section, words})
 		}
 		cur = ""
 	}
 	return cmds
 }
 
-// TestReadmeConfigCheck: the --config.check command deploy/README.md
-// gives passes with the files its install steps put in place.
+// TestReadmeConfigCheck: the --config.check commands deploy/README.md
+// gives pass with the files its install steps put in place: those of
+// section "hyper2kvm" on a hyper2kvm host.
 func TestReadmeConfigCheck(t *testing.T) {
-	n := 0
-	for _, words := range readmeCommands(t) {
+	n, h2k := 0, 0
+	for _, c := range readmeSectionCommands(t) {
+		words := c.words
 		if words[0] != "linkgate" || !slices.Contains(words, "--config.check") {
 			continue
 		}
 		n++
-		rw := hostRoot(t, t.TempDir())
+		layout := hostRoot
+		if c.section == "hyper2kvm" {
+			layout = h2kHostRoot
+			h2k++
+		}
+		rw := layout(t, t.TempDir())
 		args := slices.Clone(words[1:])
 		for i := range args {
 			args[i] = rw(args[i])
 		}
-		configCheck(t, "README.md", withoutFlags(args, "--config.check"))
+		args = withoutFlags(args, "--config.check")
+		if c.section == "hyper2kvm" {
+			checkHyper2kvmConfig(t, "README.md, hyper2kvm", args, "output_dir → --hyper2kvm.control-socket")
+		} else {
+			configCheck(t, "README.md", args)
+		}
 	}
-	if n == 0 {
-		t.Error("README.md shows no `linkgate ... --config.check` command")
+	if n == 0 || h2k == 0 {
+		t.Errorf("README.md shows %d `linkgate ... --config.check` commands, %d in section hyper2kvm; want some in both", n, h2k)
 	}
 }
 

@@ -113,7 +113,13 @@ func hostRoot(t *testing.T, root string) func(string) string {
 // does) and ${CREDENTIALS_DIRECTORY} expanded, paths mapped into root.
 func execStart(t *testing.T, name string, u unit, root string) []string {
 	t.Helper()
-	rw := hostRoot(t, root)
+	return execStartWith(t, name, u, root, hostRoot)
+}
+
+// execStartWith is execStart on the host that layout lays out under root.
+func execStartWith(t *testing.T, name string, u unit, root string, layout func(*testing.T, string) func(string) string) []string {
+	t.Helper()
+	rw := layout(t, root)
 	creds := filepath.Join(root, "run/credentials", name)
 	for _, lc := range u.get("Service", "LoadCredential") {
 		id, path, ok := strings.Cut(lc, ":")

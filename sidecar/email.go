@@ -58,6 +58,9 @@ type EmailOptions struct {
 	// with it). It is read at every attempt, so a rotated secret is used
 	// without a restart; a trailing newline is not part of the password.
 	PasswordFile string
+	// Password is User's password given inline (a hyper2kvm file's
+	// email_password), used only without PasswordFile. Never logged.
+	Password string `json:"-"`
 	// From is the sender and To the recipients, as net/mail parses them
 	// ("ops@example.com" or "Ops <ops@example.com>").
 	From string
@@ -237,9 +240,9 @@ func newEmail(o EmailOptions) (*Email, error) {
 	}
 
 	switch {
-	case o.User != "" && o.PasswordFile == "":
+	case o.User != "" && o.PasswordFile == "" && o.Password == "":
 		return nil, emailInvalid("PasswordFile", "a user needs a password file")
-	case o.User == "" && o.PasswordFile != "":
+	case o.User == "" && (o.PasswordFile != "" || o.Password != ""):
 		return nil, emailInvalid("User", "a password file needs a user")
 	case strings.IndexFunc(o.User, unicode.IsControl) >= 0:
 		return nil, emailInvalid("User", "control characters are not allowed")
@@ -281,6 +284,9 @@ func validHelo(s string) bool {
 
 // password reads the password file; the error names the file only.
 func (e *Email) password() (string, error) {
+	if e.opts.PasswordFile == "" {
+		return e.opts.Password, nil
+	}
 	b, err := boundedfile.Read(e.opts.PasswordFile, boundedfile.Password)
 	if err != nil {
 		return "", err

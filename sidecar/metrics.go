@@ -108,3 +108,32 @@ func (e *Email) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEmailDropped, prometheus.CounterValue, float64(e.dropped.Load()))
 	ch <- prometheus.MustNewConstMetric(descEmailQueue, prometheus.GaugeValue, float64(e.queued()))
 }
+
+var (
+	descDaemonCommands    = desc("hyper2kvm_commands_total", "Commands linkgate sent to hyper2kvm's daemon control socket, by command (status, pause, resume) and result: ok, error (the daemon answered error), unreachable (no socket, connection refused), timeout, invalid (not a JSON reply).", "socket", "command", "result")
+	descDaemonPaused      = desc("hyper2kvm_paused_by_linkgate", "Whether linkgate holds a pause of hyper2kvm's daemon that it will resume when the gate opens (1), or none (0).", "socket")
+	descDaemonReachable   = desc("hyper2kvm_daemon_reachable", "Whether the last command to hyper2kvm's daemon got the protocol's answer, ok or error (1), or not: no socket, refused, timeout, not JSON (0). 0 before the first command.", "socket")
+	descDaemonStateErrors = desc("hyper2kvm_state_file_errors_total", "Failures of the file where linkgate remembers that it paused hyper2kvm's daemon: unreadable or corrupt at start (the pause is then not taken as linkgate's), or not written or removed.", "socket")
+)
+
+// Describe implements prometheus.Collector.
+func (d *Daemon) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descDaemonCommands
+	ch <- descDaemonPaused
+	ch <- descDaemonReachable
+	ch <- descDaemonStateErrors
+}
+
+// Collect implements prometheus.Collector. Every series exists from the
+// start, so increase() sees the first failure.
+func (d *Daemon) Collect(ch chan<- prometheus.Metric) {
+	socket := d.opts.Socket
+	for _, c := range daemonCommands {
+		for _, r := range daemonResults {
+			ch <- prometheus.MustNewConstMetric(descDaemonCommands, prometheus.CounterValue, float64(d.commands[[2]string{c, r}].Load()), socket, c, r)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descDaemonPaused, prometheus.GaugeValue, metric.Bool(d.paused.Load()), socket)
+	ch <- prometheus.MustNewConstMetric(descDaemonReachable, prometheus.GaugeValue, metric.Bool(d.reachable.Load()), socket)
+	ch <- prometheus.MustNewConstMetric(descDaemonStateErrors, prometheus.CounterValue, float64(d.stateErrors.Load()), socket)
+}

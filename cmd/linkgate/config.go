@@ -432,47 +432,84 @@ func describe(v *yaml.Node, secret bool) string {
 	return fmt.Sprintf("%q", v.Value)
 }
 
-// fileResolver feeds a configuration file into kong below the command line
-// and the environment. The file path comes from --config / LINKGATE_CONFIG,
-// so it is loaded on first use.
+// fileResolver feeds the configuration files into kong below the command
+// line and the environment: linkgate's own (--config), then a hyper2kvm
+// file (--hyper2kvm.config, from the command line, the environment or
+// linkgate's file). The paths come from flags, so the files are loaded on
+// first use.
 type fileResolver struct {
 	loaded bool
 	cfg    *fileConfig
+	h2k    *hyper2kvmConfig
 	err    error
 }
 
 func (r *fileResolver) Validate(*kong.Application) error { return nil }
 
-func (r *fileResolver) Resolve(ctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-	if !r.loaded {
-		r.loaded = true
-		path := ""
-		for _, f := range ctx.Flags() {
-			if f.Name == "config" {
-				if s, ok := ctx.FlagValue(f).(string); ok {
-					path = s
-				}
+// flagString is a string flag's value as parsed so far (command line or
+// environment), or "".
+func flagString(ctx *kong.Context, name string) string {
+	for _, f := range ctx.Flags() {
+		if f.Name == name {
+			if s, ok := ctx.FlagValue(f).(string); ok {
+				return s
 			}
 		}
-		if path != "" {
-			r.cfg, r.err = loadConfigFile(flagOrigin(ctx, nil, "config"), path)
+	}
+	return ""
+}
+
+func (r *fileResolver) load(ctx *kong.Context) {
+	r.loaded = true
+	if path := flagString(ctx, "config"); path != "" {
+		if r.cfg, r.err = loadConfigFile(flagOrigin(ctx, nil, "config"), path); r.err != nil {
+			return
 		}
+	}
+	h2k, origin := flagString(ctx, "hyper2kvm.config"), flagOrigin(ctx, nil, "hyper2kvm.config")
+	if h2k == "" {
+		if v, ok := r.cfg.value("hyper2kvm.config"); ok {
+			h2k, _ = v.value.(string)
+			origin, _ = r.cfg.origin("hyper2kvm.config")
+		}
+	}
+	if h2k != "" {
+		r.h2k, r.err = loadHyper2kvmConfig(origin, h2k)
+	}
+}
+
+func (r *fileResolver) Resolve(ctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+	if !r.loaded {
+		r.load(ctx)
 	}
 	// A broken file is reported by main after parsing, without kong's
 	// flag-specific wrapping.
-	if r.err != nil || r.cfg == nil {
-		return nil, nil
-	}
-	v, ok := r.cfg.byFlag[flag.Name]
-	if !ok {
+	if r.err != nil {
 		return nil, nil
 	}
 	for _, env := range flag.Envs {
 		if _, set := os.LookupEnv(env); set {
-			return nil, nil // the environment beats the file
+			return nil, nil // the environment beats the files
 		}
 	}
-	return v.value, nil
+	if v, ok := r.cfg.value(flag.Name); ok {
+		return v.value, nil
+	}
+	if r.h2k != nil {
+		if v, ok := r.h2k.value(flag.Name); ok {
+			return v.value, nil
+		}
+	}
+	return nil, nil
+}
+
+// value is the file's value for a flag.
+func (f *fileConfig) value(flag string) (fileValue, bool) {
+	if f == nil {
+		return fileValue{}, false
+	}
+	v, ok := f.byFlag[flag]
+	return v, ok
 }
 
 // flagOrigin tells where a flag's effective value came from.
@@ -500,6 +537,11 @@ func flagOrigin(ctx *kong.Context, r *fileResolver, name string) string {
 	}
 	if o, ok := r.cfg.origin(name); ok {
 		return o
+	}
+	if r.h2k != nil {
+		if o, ok := r.h2k.origin(name); ok {
+			return o
+		}
 	}
 	return "--" + name
 }

@@ -52,6 +52,7 @@ func (l *logFlags) logging() *logFlags { return l }
 type commonFlags struct {
 	Config      string `name:"config" placeholder:"FILE" help:"YAML configuration file (hyper2kvm keys network_monitor.*, vc_connection_* and linkgate's own)."`
 	ConfigCheck bool   `name:"config.check" help:"Validate flags, environment and configuration file, then exit (0 valid, 2 invalid)."`
+	H2KConfig   string `name:"hyper2kvm.config" env:"LINKGATE_HYPER2KVM_CONFIG" config:"hyper2kvm.config,path" placeholder:"FILE" help:"Also read this hyper2kvm configuration file: network_monitor.*, vc_connection_*, its vCenter keys, notifications and output_dir (below flags, LINKGATE_* and --config)."`
 	logFlags    `embed:""`
 }
 
@@ -63,7 +64,7 @@ type webFlags struct {
 	TelemetryPath       string   `name:"web.telemetry-path" config:"web.telemetry_path" default:"/metrics" help:"Path under which to expose metrics."`
 	ConfigFile          string   `name:"web.config.file" config:"web.config_file,path" placeholder:"FILE" help:"exporter-toolkit web configuration (TLS, basic auth)."`
 	SystemdSocket       bool     `name:"web.systemd-socket" config:"web.systemd_socket" help:"Listen on the sockets systemd passes (socket activation, a .socket unit) instead of --web.listen-address."`
-	HealthListenAddress []string `name:"web.health-listen-address" config:"web.health_listen_address" placeholder:"ADDR" help:"Also serve /healthz and /ready (nothing else) here, over plain HTTP without --web.config.file's TLS and auth: for kubelet probes when the main listener needs credentials. Repeatable; keep it pod-local."`
+	HealthListenAddress []string `name:"web.health-listen-address" config:"web.health_listen_address" placeholder:"ADDR" help:"Also serve /healthz and /ready (nothing else) here, over plain HTTP without --web.config.file's TLS and auth: for kubelet probes when the main listener needs credentials. Repeatable; bind it where only the probes reach it (127.0.0.1 with hostNetwork, else the pod IP behind a NetworkPolicy)."`
 	// A count, so kong itself refuses a negative one.
 	MaxConnections uint `name:"web.max-connections" config:"web.max_connections" default:"512" help:"Connections open at once per listen address; beyond it a new one replaces the longest-idle one, or is closed if none is idle. 0: no limit."`
 }
@@ -305,6 +306,7 @@ type vcenterFlags struct {
 	PasswordFile string        `name:"vcenter.password-file" config:"vcenter.password_file,path" probe:"PasswordFile" placeholder:"FILE" help:"File holding the vCenter password; re-read when it changes."`
 	CAFile       string        `name:"vcenter.ca-file" config:"vcenter.ca_file,path" probe:"CAFile" placeholder:"FILE" help:"PEM CA bundle to verify vCenter's certificate."`
 	Thumbprint   string        `name:"vcenter.thumbprint" config:"vcenter.thumbprint" probe:"Thumbprint" help:"Pin vCenter's certificate: SHA-1 or SHA-256 fingerprints (AA:BB:..., colons optional), comma-separated."`
+	PasswordEnv  string        `name:"vcenter.password-env" config:"vcenter.password_env" placeholder:"VAR" help:"Read the vCenter password from this environment variable instead of LINKGATE_VCENTER_PASSWORD (hyper2kvm's vc_password_env)."`
 	Insecure     bool          `name:"vcenter.insecure" config:"vcenter.insecure" probe:"Insecure" help:"Skip TLS verification (warned, and exported as linkgate_vcenter_tls_insecure)."`
 	Interval     time.Duration `name:"vcenter.interval" config:"vcenter.interval" probe:"Interval" default:"15s" help:"Probe period."`
 	Timeout      time.Duration `name:"vcenter.timeout" config:"vc_connection_timeout_s,seconds" probe:"Timeout" default:"10s" help:"Timeout of one vCenter call (vc_connection_timeout_s)."`
@@ -321,7 +323,7 @@ type vcenterFlags struct {
 
 // probeConfig turns the flags into the probe's configuration: each field
 // tagged probe:"Field" sets that field of probe.Config.
-func (v *vcenterFlags) probeConfig(n *networkFlags) probe.Config {
+func (v *vcenterFlags) probeConfig(e *runEnv, n *networkFlags) probe.Config {
 	cfg := probe.DefaultConfig()
 	dst := reflect.ValueOf(&cfg).Elem()
 	src := reflect.ValueOf(v).Elem()
@@ -330,11 +332,27 @@ func (v *vcenterFlags) probeConfig(n *networkFlags) probe.Config {
 			dst.FieldByName(name).Set(src.Field(i))
 		}
 	}
-	cfg.Password = os.Getenv(passwordEnv)
+	cfg.Password = v.password(e)
 	cfg.DisableJitter = !v.Jitter
 	cfg.MaxNetworkWait = n.MaxWait
 	cfg.PauseOnNetworkDown = n.PauseOnDown && n.Monitor
 	return cfg
+}
+
+// password is the vCenter password from the environment: the variable
+// --vcenter.password-env names, or LINKGATE_VCENTER_PASSWORD; failing both,
+// a hyper2kvm file's inline one. --vcenter.password-file, when set, is read
+// by the probe itself and comes first.
+func (v *vcenterFlags) password(e *runEnv) string {
+	if v.PasswordEnv != "" {
+		if pw := os.Getenv(v.PasswordEnv); pw != "" {
+			return pw
+		}
+	}
+	if pw := os.Getenv(passwordEnv); pw != "" {
+		return pw
+	}
+	return e.inlineSecrets().vcenter
 }
 
 // probeFlagOf names the flag that sets a probe.Config field, from the
@@ -389,10 +407,13 @@ func (v *vcenterFlags) validate(e *runEnv, n *networkFlags) error {
 	if len(v.URL) == 0 {
 		return nil
 	}
-	if v.PasswordFile == "" && os.Getenv(passwordEnv) == "" {
+	if v.PasswordEnv != "" && os.Getenv(v.PasswordEnv) == "" && v.PasswordFile == "" {
+		return e.invalid("vcenter.password-env", "the variable %s it names is not set or empty", v.PasswordEnv)
+	}
+	if v.PasswordFile == "" && v.password(e) == "" {
 		return e.invalid("vcenter.password-file", "a vCenter password is needed: set --vcenter.password-file or %s", passwordEnv)
 	}
-	return v.probeError(e, v.probeConfig(n).Validate())
+	return v.probeError(e, v.probeConfig(e, n).Validate())
 }
 
 // probeError names the flag behind a probe.ConfigError: one URL of
@@ -431,7 +452,7 @@ func (v *vcenterFlags) newProber(e *runEnv, n *networkFlags, network probe.Netwo
 		network = nil
 	}
 	opts = append([]probe.Option{probe.WithLogger(e.logger.With("component", "probe"))}, opts...)
-	p, err := probe.New(v.probeConfig(n), network, opts...)
+	p, err := probe.New(v.probeConfig(e, n), network, opts...)
 	if err != nil {
 		return nil, v.probeError(e, err)
 	}
@@ -524,10 +545,10 @@ var emailFlagFor = map[string]string{
 	"Hostname": "notify.email.server", // no flag: only an odd os.Hostname() fails
 }
 
-func (f *notifyFlags) emailOptions(logger *slog.Logger) sidecar.EmailOptions {
+func (f *notifyFlags) emailOptions(e *runEnv, logger *slog.Logger) sidecar.EmailOptions {
 	return sidecar.EmailOptions{
 		Server: f.EmailServer, TLS: f.EmailTLS, CAFile: f.EmailCAFile,
-		User: f.EmailUser, PasswordFile: f.EmailPasswordFile,
+		User: f.EmailUser, PasswordFile: f.EmailPasswordFile, Password: e.inlineSecrets().email,
 		From: f.EmailFrom, To: f.EmailTo, Logger: logger,
 	}
 }
@@ -561,7 +582,7 @@ func (f *notifyFlags) validate(e *runEnv) error {
 		}
 		return nil
 	}
-	if err := f.emailOptions(nil).Validate(); err != nil {
+	if err := f.emailOptions(e, nil).Validate(); err != nil {
 		return f.emailError(e, err)
 	}
 	return nil
@@ -588,4 +609,35 @@ func readCABundle(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificate in %s", path)
 	}
 	return pool, nil
+}
+
+// hyper2kvmFlags connect linkgate to hyper2kvm: its configuration file as a
+// source of shared settings, and its daemon, paused while the gate is
+// closed.
+type hyper2kvmFlags struct {
+	ControlSocket []string `name:"hyper2kvm.control-socket" env:"LINKGATE_HYPER2KVM_CONTROL_SOCKET" config:"hyper2kvm.control_sockets" placeholder:"PATH" help:"hyper2kvm daemon control socket to pause while the gate is closed and resume when it opens; repeatable. Default with --hyper2kvm.config: {output_dir}/.daemon/control.sock."`
+	StateDir      string   `name:"hyper2kvm.state-dir" env:"LINKGATE_HYPER2KVM_STATE_DIR" config:"hyper2kvm.state_dir,path" placeholder:"DIR" help:"Where linkgate remembers which daemons it paused, across its restarts. Default: the control socket's directory."`
+	PauseOn       []string `name:"hyper2kvm.pause-on" env:"LINKGATE_HYPER2KVM_PAUSE_ON" config:"hyper2kvm.pause_on" placeholder:"CHECK" help:"The gate's checks whose failure pauses the daemon. Default: every check of the gate (links, addresses, default-route, path, vcenter as configured)."`
+}
+
+// validate: the control sockets and state dir are paths; the checks named
+// must be the gate's (the gate itself checks them against what it runs).
+func (h *hyper2kvmFlags) validate(e *runEnv) error {
+	known := []string{sidecar.CheckLinks, sidecar.CheckAddresses, sidecar.CheckDefaultRoute, sidecar.CheckPath, sidecar.CheckVCenter}
+	for _, c := range h.PauseOn {
+		if !slices.Contains(known, c) {
+			return e.invalid("hyper2kvm.pause-on", "unknown check %q; want some of %s", c, strings.Join(known, ", "))
+		}
+	}
+	for _, sock := range h.ControlSocket {
+		if sock == "" || strings.ContainsRune(sock, 0) {
+			return e.invalid("hyper2kvm.control-socket", "want the path of a Unix socket")
+		}
+	}
+	if h.StateDir != "" {
+		if fi, err := os.Stat(h.StateDir); err != nil || !fi.IsDir() {
+			return e.invalid("hyper2kvm.state-dir", "%s is not a directory", h.StateDir)
+		}
+	}
+	return nil
 }

@@ -123,7 +123,7 @@ func parse(args []string, stdout, stderr io.Writer) (*parsed, int) {
 // leadingFlags are the flags that may also come before the command
 // (`linkgate --config FILE --config.check exporter`), as they could when
 // they were global; true: the flag takes a value.
-var leadingFlags = map[string]bool{"--config": true, "--config.check": false, "--log.level": true, "--log.format": true}
+var leadingFlags = map[string]bool{"--config": true, "--config.check": false, "--hyper2kvm.config": true, "--log.level": true, "--log.format": true}
 
 // commandFirst moves leadingFlags found before the command to just after
 // it, where the commands declare them.
@@ -230,6 +230,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if c, ok := p.selected().(interface{ configCheck() bool }); ok {
 		env.configCheck = c.configCheck()
 	}
+	if h := p.res.h2k; h != nil {
+		for _, w := range h.warnings {
+			env.logger.Warn(w)
+		}
+	}
 	err := p.kctx.Run(env)
 	if ee := (*exitError)(nil); err != nil && !(errors.As(err, &ee) && ee.err == nil) {
 		fmt.Fprintf(stderr, "linkgate: %v\n", err)
@@ -250,12 +255,30 @@ type runEnv struct {
 	listening      func() // called once the HTTP listeners are open (demo's banner)
 }
 
+// inlineSecrets are the passwords a hyper2kvm file gave inline: used, never
+// flags, never shown.
+type inlineSecrets struct{ vcenter, email string }
+
+func (e *runEnv) inlineSecrets() inlineSecrets {
+	if e == nil || e.res == nil || e.res.h2k == nil {
+		return inlineSecrets{}
+	}
+	return inlineSecrets{e.res.h2k.vcenterPassword, e.res.h2k.emailPassword}
+}
+
 // configChecked ends a --config.check run: validation has passed by now.
 func (e *runEnv) configChecked() bool {
 	if !e.configCheck {
 		return false
 	}
 	fmt.Fprintln(e.stdout, "configuration is valid")
+	if e.res != nil && e.res.h2k != nil {
+		h := e.res.h2k
+		fmt.Fprintf(e.stdout, "hyper2kvm configuration %s: %d keys used, %d hyper2kvm-only keys ignored\n", h.path, len(h.used), h.ignored)
+		for _, u := range h.used {
+			fmt.Fprintf(e.stdout, "  line %s\n", u)
+		}
+	}
 	return true
 }
 

@@ -115,9 +115,10 @@ func (w *watchers) server(env *runEnv, f *webFlags, ready *sidecar.Handler) *sid
 
 // sidecarCmd is the exporter plus the readiness gate and its notifiers.
 type sidecarCmd struct {
-	serveFlags  `embed:""`
-	gateFlags   `embed:""`
-	notifyFlags `embed:""`
+	serveFlags     `embed:""`
+	gateFlags      `embed:""`
+	notifyFlags    `embed:""`
+	hyper2kvmFlags `embed:""`
 }
 
 func (s *sidecarCmd) validate(env *runEnv) error {
@@ -127,7 +128,10 @@ func (s *sidecarCmd) validate(env *runEnv) error {
 	if err := s.gateFlags.validate(env); err != nil {
 		return err
 	}
-	return s.notifyFlags.validate(env)
+	if err := s.notifyFlags.validate(env); err != nil {
+		return err
+	}
+	return s.hyper2kvmFlags.validate(env)
 }
 
 func (s *sidecarCmd) Run(env *runEnv) error { return runServing(env, s) }
@@ -163,12 +167,25 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv) error {
 		loops = append(loops, wh.Run)
 	}
 	if s.EmailServer != "" {
-		em, err := sidecar.NewEmail(gate, s.emailOptions(env.logger.With("component", "email")))
+		em, err := sidecar.NewEmail(gate, s.emailOptions(env, env.logger.With("component", "email")))
 		if err != nil {
 			return s.emailError(env, err)
 		}
 		w.reg.MustRegister(em)
 		loops = append(loops, em.Run)
+	}
+	if len(s.ControlSocket) > 0 {
+		var ds daemons
+		for _, sock := range s.ControlSocket {
+			d, err := sidecar.NewDaemon(gate, sidecar.DaemonOptions{Socket: sock, StateDir: s.StateDir, Checks: s.PauseOn,
+				Logger: env.logger.With("component", "hyper2kvm")})
+			if err != nil {
+				return env.invalid("hyper2kvm.pause-on", "%v", err)
+			}
+			ds = append(ds, d)
+			loops = append(loops, d.Run)
+		}
+		w.reg.MustRegister(ds)
 	}
 	if s.autoRequired() {
 		auto, err := sidecar.NewAutoRequired(sidecar.PathOptions{Targets: s.URL, Routes: w.col}, w.col, w.col, env.logger.With("component", "auto-required"))
@@ -281,4 +298,16 @@ wait:
 	}
 	env.logger.Info("stopped")
 	return nil
+}
+
+// daemons export the metrics of every controlled hyper2kvm daemon as one
+// collector: each describes the same families, with a socket label.
+type daemons []*sidecar.Daemon
+
+func (ds daemons) Describe(ch chan<- *prometheus.Desc) { ds[0].Describe(ch) }
+
+func (ds daemons) Collect(ch chan<- prometheus.Metric) {
+	for _, d := range ds {
+		d.Collect(ch)
+	}
 }

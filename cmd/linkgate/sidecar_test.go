@@ -64,17 +64,29 @@ func startSidecar(t *testing.T, extra ...string) *sidecarEnv {
 
 func startSidecarWith(t *testing.T, required []string, extra ...string) *sidecarEnv {
 	t.Helper()
+	e := newSidecarEnv(t)
+	args := append(required, e.vcFlags...)
+	return e.start(t, append(args, extra...)...)
+}
+
+// newSidecarEnv makes the namespaces (va in a, its peer vb in b), the
+// simulator and a listen address; start runs the sidecar.
+func newSidecarEnv(t *testing.T) *sidecarEnv {
+	t.Helper()
 	e := &sidecarEnv{a: netnstest.New(t), b: netnstest.New(t)}
 	netnstest.Veth(t, e.a, "va", e.b, "vb")
 	e.sim, e.pwFile = startSim(t)
-	sim := e.sim
-	addr := freePort(t)
-	e.base = "http://" + addr
-	e.vcFlags = []string{"--vcenter.url", sim.URL, "--vcenter.user", sim.User,
-		"--vcenter.password-file", e.pwFile, "--vcenter.ca-file", sim.CAFile}
-	args := append([]string{"sidecar", "--netns", e.a.Path, "--web.listen-address", addr, "--gate.stable-for", "0s"}, required...)
-	args = append(args, e.vcFlags...)
-	args = append(args, extra...)
+	e.base = "http://" + freePort(t)
+	e.vcFlags = []string{"--vcenter.url", e.sim.URL, "--vcenter.user", e.sim.User,
+		"--vcenter.password-file", e.pwFile, "--vcenter.ca-file", e.sim.CAFile}
+	return e
+}
+
+// start runs `linkgate sidecar` in-process on e's namespace and address,
+// with stable-for 0s and extra, until the test ends.
+func (e *sidecarEnv) start(t *testing.T, extra ...string) *sidecarEnv {
+	t.Helper()
+	args := append([]string{"sidecar", "--netns", e.a.Path, "--web.listen-address", strings.TrimPrefix(e.base, "http://"), "--gate.stable-for", "0s"}, extra...)
 	var stderr bytes.Buffer
 	p, code := parse(args, &bytes.Buffer{}, &stderr)
 	if code >= 0 {

@@ -1,6 +1,6 @@
 // Package boundedfile reads the small files linkgate is given (the
 // configuration file, the vCenter password, CA bundles, the web
-// configuration) under one rule: a regular file, at most a fixed size.
+// configuration) or keeps (the hyper2kvm pause it owns) under one rule: a regular file, at most a fixed size.
 //
 // A wrong path must not take the process down. /dev/zero or a FIFO passed
 // as --config would otherwise be read until the kernel kills linkgate, or
@@ -32,11 +32,12 @@ import (
 type File int
 
 const (
-	Config    File = iota // --config: linkgate's YAML configuration
-	Password              // --vcenter.password-file
-	CABundle              // --vcenter.ca-file, wait --tls.ca-file
-	WebConfig             // --web.config.file
-	WebTLS                // the certificate, key and client CA files --web.config.file names
+	Config         File = iota // --config: linkgate's YAML configuration
+	Password                   // --vcenter.password-file
+	CABundle                   // --vcenter.ca-file, wait --tls.ca-file
+	WebConfig                  // --web.config.file
+	WebTLS                     // the certificate, key and client CA files --web.config.file names
+	Hyper2kvmState             // the file where linkgate remembers that it paused hyper2kvm's daemon
 	numFiles
 )
 
@@ -52,6 +53,9 @@ const (
 	CABundleLimit  = 1 << 20
 	WebConfigLimit = 64 << 10
 	WebTLSLimit    = 1 << 20
+	// Hyper2kvmStateLimit: the file holds a socket path (at most 107
+	// bytes), a time and two numbers.
+	Hyper2kvmStateLimit = 4 << 10
 )
 
 var files = [numFiles]struct {
@@ -63,6 +67,8 @@ var files = [numFiles]struct {
 	CABundle:  {"ca", CABundleLimit},
 	WebConfig: {"web_config", WebConfigLimit},
 	WebTLS:    {"web_tls", WebTLSLimit},
+
+	Hyper2kvmState: {"hyper2kvm_state", Hyper2kvmStateLimit},
 }
 
 // Limit is the most bytes a file of this kind may hold.
@@ -170,7 +176,7 @@ var failures [numFiles]atomic.Uint64
 // Failures is how many Reads of this kind of file have failed.
 func (f File) Failures() uint64 { return failures[f].Load() }
 
-const helpText = "Failed reads of a file linkgate was given (missing, unreadable, not a regular file, or over its size limit), by file: config, password, ca, web_config, web_tls. At start such a failure ends linkgate with exit code 2; at run time what is in use is kept."
+const helpText = "Failed reads of a file linkgate was given or keeps (missing, unreadable, not a regular file, or over its size limit), by file: config, password, ca, web_config, web_tls, hyper2kvm_state. At start such a failure ends linkgate with exit code 2 (hyper2kvm_state: the daemon's pause is then not taken as linkgate's); at run time what is in use is kept."
 
 var readErrorsDesc = metric.NewDesc("file", "read_errors_total", helpText, "file")
 

@@ -115,10 +115,11 @@ func TestCollectorExportsEveryFile(t *testing.T) {
 # TYPE linkgate_file_read_errors_total counter
 linkgate_file_read_errors_total{file="ca"} %d
 linkgate_file_read_errors_total{file="config"} %d
+linkgate_file_read_errors_total{file="hyper2kvm_state"} %d
 linkgate_file_read_errors_total{file="password"} %d
 linkgate_file_read_errors_total{file="web_config"} %d
 linkgate_file_read_errors_total{file="web_tls"} %d
-`, helpText, CABundle.Failures(), Config.Failures(), Password.Failures(), WebConfig.Failures(), WebTLS.Failures())
+`, helpText, CABundle.Failures(), Config.Failures(), Hyper2kvmState.Failures(), Password.Failures(), WebConfig.Failures(), WebTLS.Failures())
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
