@@ -22,6 +22,13 @@ const (
 	// default; 3 leaves room for the other tools sharing the account.
 	DefaultMaxFailedLogins   = 3
 	DefaultFailedLoginWindow = 180 * time.Second
+	// The inventory's bounds per target, after the host filters: past
+	// them it is unverified and empty (see Config.MaxHosts). A vCenter
+	// manages at most 2,500 hosts; 2,000 in one node's view is a
+	// migration wave far beyond any one node's share, and keeps the
+	// per-host series of one target under 20,000.
+	DefaultMaxHosts      = 2000
+	DefaultMaxDatastores = 10000
 )
 
 // Config says which vCenters to probe and how.
@@ -73,6 +80,25 @@ type Config struct {
 	// the password was.
 	MaxFailedLogins   int
 	FailedLoginWindow time.Duration
+
+	// Inventory watches every target's ESXi hosts and datastores over
+	// the target's session (see Inventory), event-driven: on in
+	// DefaultConfig, false as written otherwise.
+	Inventory bool
+	// HostInclude and HostExclude are regular expressions (RE2), each
+	// anchored at both ends, on the host names vCenter knows: a host is
+	// in the inventory when it matches HostInclude (empty: every host)
+	// and not HostExclude (empty: none). Its datastores are those of the
+	// hosts it keeps.
+	HostInclude string
+	HostExclude string
+	// MaxHosts and MaxDatastores bound one target's inventory after the
+	// filters (0: DefaultMaxHosts, DefaultMaxDatastores). Past either,
+	// the inventory is unverified and holds no host and no datastore,
+	// its Doubt says why, and no per-host series is exported: nothing is
+	// dropped silently. The filters are how to stay within them.
+	MaxHosts      int
+	MaxDatastores int
 }
 
 // Format prints c, whatever the verb, with Password replaced by a
@@ -98,6 +124,9 @@ func DefaultConfig() Config {
 		PauseOnNetworkDown: true,
 		MaxFailedLogins:    DefaultMaxFailedLogins,
 		FailedLoginWindow:  DefaultFailedLoginWindow,
+		Inventory:          true,
+		MaxHosts:           DefaultMaxHosts,
+		MaxDatastores:      DefaultMaxDatastores,
 	}
 }
 
@@ -115,6 +144,12 @@ func (c Config) withDefaults() Config {
 	def(&c.FailedLoginWindow, DefaultFailedLoginWindow)
 	if c.MaxFailedLogins == 0 {
 		c.MaxFailedLogins = DefaultMaxFailedLogins
+	}
+	if c.MaxHosts == 0 {
+		c.MaxHosts = DefaultMaxHosts
+	}
+	if c.MaxDatastores == 0 {
+		c.MaxDatastores = DefaultMaxDatastores
 	}
 	return c
 }
@@ -154,8 +189,16 @@ func (c Config) targets() ([]endpoint, error) {
 	if c.MaxRetries < 0 {
 		return nil, bad("MaxRetries", "must not be negative, got %d", c.MaxRetries)
 	}
-	if c.MaxFailedLogins < 0 {
-		return nil, bad("MaxFailedLogins", "must not be negative, got %d", c.MaxFailedLogins)
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"MaxFailedLogins", c.MaxFailedLogins}, {"MaxHosts", c.MaxHosts}, {"MaxDatastores", c.MaxDatastores}} {
+		if n.v < 0 {
+			return nil, bad(n.name, "must not be negative, got %d", n.v)
+		}
+	}
+	if _, err := c.hostFilter(); err != nil {
+		return nil, err
 	}
 	if c.BaseBackoff > c.MaxBackoff {
 		return nil, bad("BaseBackoff", "%v exceeds MaxBackoff %v", c.BaseBackoff, c.MaxBackoff)
@@ -247,4 +290,31 @@ func parseThumbprints(s string) ([][]byte, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// hostFilter compiles HostInclude and HostExclude, each anchored at both
+// ends; an empty one is nil.
+func (c Config) hostFilter() (hostFilter, error) {
+	var f hostFilter
+	for _, r := range []struct {
+		field, expr string
+		dst         **regexp.Regexp
+	}{{"HostInclude", c.HostInclude, &f.include}, {"HostExclude", c.HostExclude, &f.exclude}} {
+		if r.expr == "" {
+			continue
+		}
+		re, err := regexp.Compile(`^(?:` + r.expr + `)$`)
+		if err != nil {
+			return hostFilter{}, &ConfigError{Field: r.field, Err: err}
+		}
+		*r.dst = re
+	}
+	return f, nil
+}
+
+// hostFilter decides which hosts the inventory keeps, by name.
+type hostFilter struct{ include, exclude *regexp.Regexp }
+
+func (f hostFilter) keep(name string) bool {
+	return (f.include == nil || f.include.MatchString(name)) && (f.exclude == nil || !f.exclude.MatchString(name))
 }

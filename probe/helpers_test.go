@@ -37,7 +37,7 @@ const (
 // sim is an in-process vCenter (govmomi's simulator, VPX model) over HTTPS
 // on loopback, requiring simUser and a password that the test can change.
 type sim struct {
-	t      *testing.T
+	t      testing.TB
 	model  *simulator.Model
 	server *simulator.Server
 	addr   string // host:port
@@ -69,9 +69,12 @@ type simOptions struct {
 	delay  map[string]int // milliseconds per method
 	listen func(func())   // runs server start, e.g. inside a netns
 	onCall func(method string)
+	// model, when set, shapes the inventory instead of the default
+	// one cluster host and no VM.
+	model func(*simulator.Model)
 }
 
-func startSim(t *testing.T, o simOptions) *sim {
+func startSim(t testing.TB, o simOptions) *sim {
 	t.Helper()
 	s := &sim{t: t, opts: o, password: simPass, sessions: map[string]bool{}, onCall: o.onCall, now: time.Now}
 	s.start(o)
@@ -89,6 +92,9 @@ func (s *sim) start(o simOptions) {
 	s.t.Helper()
 	m := simulator.VPX()
 	m.ClusterHost, m.Machine = 1, 0 // small: the probe needs no inventory
+	if o.model != nil {
+		o.model(m)
+	}
 	m.DelayConfig.MethodDelay = o.delay
 	if err := m.Create(); err != nil {
 		s.t.Fatal(err)
@@ -226,12 +232,15 @@ func (s *sim) config() Config {
 	return c
 }
 
-// configFor is a config for urls with the simulator's credentials.
+// configFor is a config for urls with the simulator's credentials,
+// without the inventory watch: the schedule's tests count calls and
+// timers exactly. The inventory's tests turn it on.
 func configFor(urls ...string) Config {
 	c := DefaultConfig()
 	c.URLs = urls
 	c.User, c.Password = simUser, simPass
 	c.Timeout = 5 * time.Second
+	c.Inventory = false
 	return c
 }
 
@@ -239,7 +248,7 @@ func configFor(urls ...string) Config {
 type logBuffer struct{ testkit.Buffer }
 
 // testLogger logs into the test's output, shown on failure or with -v.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -249,7 +258,7 @@ func (l *logBuffer) logger() *slog.Logger {
 
 // newProber is New logging into the test's output (opts may replace
 // that); it fails the test on an error.
-func newProber(t *testing.T, cfg Config, network Network, opts ...Option) *Prober {
+func newProber(t testing.TB, cfg Config, network Network, opts ...Option) *Prober {
 	t.Helper()
 	p, err := New(cfg, network, append([]Option{WithLogger(testLogger(t))}, opts...)...)
 	if err != nil {
@@ -270,7 +279,7 @@ func runProber(t *testing.T, clk *fakeclock.Clock, cfg Config, network Network, 
 
 // running starts p.Run and stops it at cleanup, failing if Run does not
 // return.
-func running(t *testing.T, p *Prober) (stop func()) {
+func running(t testing.TB, p *Prober) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

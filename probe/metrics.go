@@ -1,10 +1,12 @@
 package probe
 
 import (
+	"slices"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // metrics are the Prober's Prometheus series. Gauges are computed from the
@@ -19,10 +21,36 @@ type metrics struct {
 	retries  *prometheus.CounterVec // target
 	logins   *prometheus.CounterVec // target, result
 	duration *prometheus.HistogramVec
+
+	// The inventory (linkgate_vsphere_*), with Config.Inventory.
+	hostConnection, hostMaintenance, hostPower, datastoreAccessible, invVerified *prometheus.Desc
+	invUpdates                                                                   *prometheus.CounterVec // target
 }
 
-// subsystem names every series linkgate_vcenter_<name>.
-const subsystem = "vcenter"
+// subsystem names every series linkgate_vcenter_<name>; the inventory's
+// are linkgate_vsphere_<name>.
+const (
+	subsystem          = "vcenter"
+	inventorySubsystem = "vsphere"
+)
+
+// The label values of the state series: every host has one series per
+// value, 1 for its current state. A connection state outside the set
+// sets none; a power state outside it, or unknown to the inventory, is
+// unknown.
+var (
+	connectionStates = []string{
+		string(types.HostSystemConnectionStateConnected),
+		string(types.HostSystemConnectionStateDisconnected),
+		string(types.HostSystemConnectionStateNotResponding),
+	}
+	powerStates = []string{
+		string(types.HostSystemPowerStatePoweredOn),
+		string(types.HostSystemPowerStatePoweredOff),
+		string(types.HostSystemPowerStateStandBy),
+		string(types.HostSystemPowerStateUnknown),
+	}
+)
 
 func newMetrics(p *Prober) *metrics {
 	labels := func(more []string) []string { return append([]string{"target"}, more...) }
@@ -56,6 +84,21 @@ func newMetrics(p *Prober) *metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, labels(nil)),
 	}
+	inv := func(name, help string, more ...string) *prometheus.Desc {
+		return metric.NewDesc(inventorySubsystem, name, help, labels(more)...)
+	}
+	m.hostConnection = inv("host_connection_state",
+		"1 for the host's current runtime.connectionState in vCenter (connected, disconnected, notResponding), 0 for the others.", "host", "state")
+	m.hostMaintenance = inv("host_maintenance", "Whether the host is in maintenance mode.", "host")
+	m.hostPower = inv("host_power_state",
+		"1 for the host's current runtime.powerState in vCenter (poweredOn, poweredOff, standBy, unknown), 0 for the others.", "host", "state")
+	m.datastoreAccessible = inv("datastore_accessible", "Whether vCenter reports the datastore accessible (summary.accessible).", "datastore")
+	m.invVerified = inv("inventory_verified",
+		"Whether the host and datastore inventory is vCenter's current state (a full retrieve over a watch still running); the host and datastore series are the last known state while 0.")
+	m.invUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metric.Name(inventorySubsystem, "inventory_updates_total"),
+		Help: "Host and datastore updates received from vCenter's property collector, full retrieves included.",
+	}, labels(nil))
 	// Every series exists from the start, so rate() and absent() work
 	// before the first event.
 	for _, t := range p.targets {
@@ -65,6 +108,9 @@ func newMetrics(p *Prober) *metrics {
 		}
 		m.retries.WithLabelValues(t.name)
 		m.duration.WithLabelValues(t.name)
+		if p.cfg.Inventory {
+			m.invUpdates.WithLabelValues(t.name)
+		}
 	}
 	return m
 }
@@ -109,6 +155,12 @@ func (p *Prober) Describe(ch chan<- *prometheus.Desc) {
 	m.retries.Describe(ch)
 	m.logins.Describe(ch)
 	m.duration.Describe(ch)
+	if p.cfg.Inventory {
+		for _, d := range []*prometheus.Desc{m.hostConnection, m.hostMaintenance, m.hostPower, m.datastoreAccessible, m.invVerified} {
+			ch <- d
+		}
+		m.invUpdates.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -152,6 +204,73 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 	m.retries.Collect(ch)
 	m.logins.Collect(ch)
 	m.duration.Collect(ch)
+	if p.cfg.Inventory {
+		invs, _ := p.Inventory()
+		for _, inv := range invs {
+			m.collectInventory(ch, inv)
+		}
+		m.invUpdates.Collect(ch)
+	}
+}
+
+// collectInventory exports one inventory: the last known state, with
+// inventory_verified saying whether it is current. Hosts and datastores
+// that leave it leave the exposition. Names that vCenter holds more than
+// once (datastores in different datacenters may share one) get one
+// series each, with the worst of their states: not connected over
+// connected, in maintenance, not powered on, not accessible.
+func (m *metrics) collectInventory(ch chan<- prometheus.Metric, inv *Inventory) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	target := inv.Target
+	gauge(m.invVerified, metric.Bool(inv.Verified), target)
+	for i := 0; i < len(inv.Hosts); {
+		h := inv.Hosts[i]
+		for i++; i < len(inv.Hosts) && inv.Hosts[i].Name == h.Name; i++ {
+			h = worseHost(h, inv.Hosts[i])
+		}
+		for _, s := range connectionStates {
+			gauge(m.hostConnection, metric.Bool(h.ConnectionState == s), target, h.Name, s)
+		}
+		gauge(m.hostMaintenance, metric.Bool(h.InMaintenance), target, h.Name)
+		power := h.PowerState
+		if !slices.Contains(powerStates, power) {
+			power = string(types.HostSystemPowerStateUnknown)
+		}
+		for _, s := range powerStates {
+			gauge(m.hostPower, metric.Bool(power == s), target, h.Name, s)
+		}
+	}
+	// Datastores are sorted by ID: gather the names.
+	accessible := make(map[string]bool, len(inv.Datastores))
+	names := make([]string, 0, len(inv.Datastores))
+	for _, d := range inv.Datastores {
+		if d.Name == "" {
+			continue // not described by vCenter: no name to show
+		}
+		ok, seen := accessible[d.Name]
+		if !seen {
+			names = append(names, d.Name)
+			ok = true
+		}
+		accessible[d.Name] = ok && d.Accessible
+	}
+	for _, name := range names {
+		gauge(m.datastoreAccessible, metric.Bool(accessible[name]), target, name)
+	}
+}
+
+// worseHost merges two hosts of the same name for the metrics.
+func worseHost(a, b Host) Host {
+	if a.ConnectionState == string(types.HostSystemConnectionStateConnected) {
+		a.ConnectionState = b.ConnectionState
+	}
+	a.InMaintenance = a.InMaintenance || b.InMaintenance
+	if a.PowerState == string(types.HostSystemPowerStatePoweredOn) {
+		a.PowerState = b.PowerState
+	}
+	return a
 }
 
 // unixSeconds is t as a Unix timestamp; the zero time is 0.

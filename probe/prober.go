@@ -16,6 +16,12 @@
 // Failed logins are capped per target (Config.MaxFailedLogins within
 // Config.FailedLoginWindow) so that linkgate cannot lock out the account
 // through vCenter SSO's lockout policy.
+//
+// With Config.Inventory, each target's ESXi hosts and datastores are
+// watched over the same session, event-driven (a property collector's
+// WaitForUpdatesEx on a container view; watch.go), and published as
+// Inventory snapshots that say whether they can be trusted (Verified):
+// the hosts a migration reads disks from, and their datastores.
 package probe
 
 import (
@@ -174,6 +180,12 @@ type Prober struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every Status change
 	running bool
+
+	// The inventory watch (Config.Inventory); see inventory.go.
+	hostFilter hostFilter
+	invWait    time.Duration // MaxWaitSeconds of one WaitForUpdatesEx
+	invMu      sync.Mutex
+	invChanged chan struct{} // closed and replaced on every Inventory change
 }
 
 type target struct {
@@ -185,6 +197,19 @@ type target struct {
 	// Guarded by Prober.mu.
 	st            Status
 	sessionActive bool
+	// For the inventory watch: the logged-in session (nil: none), the
+	// successful attempts so far, and a channel closed and replaced
+	// when either or st changes.
+	sess      *conn
+	successes uint64
+	sig       chan struct{}
+
+	// kick asks the schedule for an attempt now, while it is healthy:
+	// the inventory watch failed, and the session may be gone.
+	kick chan struct{}
+
+	// Guarded by Prober.invMu.
+	inv *Inventory
 
 	// Owned by the target's Run goroutine.
 	conn      *conn
@@ -201,12 +226,16 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 		return nil, err
 	}
 	pins, _ := parseThumbprints(cfg.Thumbprint) // checked by targets
+	hosts, _ := cfg.hostFilter()                // checked by targets
 	p := &Prober{
-		cfg:     cfg,
-		network: network,
-		log:     slog.Default(),
-		pins:    pins,
-		changed: make(chan struct{}),
+		cfg:        cfg,
+		network:    network,
+		log:        slog.Default(),
+		pins:       pins,
+		changed:    make(chan struct{}),
+		hostFilter: hosts,
+		invWait:    inventoryMaxWait,
+		invChanged: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(p)
@@ -229,8 +258,13 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 			user:     cfg.User,
 			creds:    &credentials{file: cfg.PasswordFile, literal: newSecret(cfg.Password)},
 			logins:   newLoginLimiter(cfg.MaxFailedLogins, cfg.FailedLoginWindow),
+			sig:      make(chan struct{}),
+			kick:     make(chan struct{}, 1),
 		}
 		t.st.Target = ep.name
+		if cfg.Inventory {
+			t.inv = &Inventory{Target: ep.name, Doubt: doubtNotYet, DoubtSince: p.clock.Now()}
+		}
 		p.targets = append(p.targets, t)
 		names = append(names, ep.name)
 	}
@@ -257,10 +291,23 @@ func (p *Prober) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, t := range p.targets {
-		wg.Go(func() { p.loop(ctx, t) })
+		wg.Go(func() { p.runTarget(ctx, t) })
 	}
 	wg.Wait()
 	return nil
+}
+
+// runTarget runs the schedule of one target and, with Config.Inventory,
+// its inventory watch, until ctx is done; then it logs out, after the
+// watch has released what it holds on the session.
+func (p *Prober) runTarget(ctx context.Context, t *target) {
+	var wg sync.WaitGroup
+	if p.cfg.Inventory {
+		wg.Go(func() { p.watchInventory(ctx, t) })
+	}
+	p.loop(ctx, t)
+	wg.Wait()
+	p.endSession(t, p.networkUp(), min(p.cfg.Timeout, shutdownLogout))
 }
 
 // Status returns a snapshot per target, in Config.URLs order, and a channel
@@ -319,7 +366,6 @@ func (p *Prober) probeOnce(ctx context.Context, t *target) Status {
 // Every pass goes through untilDue, so no wake-up can send a login the
 // failed-login limit holds back.
 func (p *Prober) loop(ctx context.Context, t *target) {
-	defer func() { p.endSession(t, p.networkUp(), min(p.cfg.Timeout, shutdownLogout)) }()
 	var (
 		cycle int
 		due   time.Time // no attempt before
@@ -338,12 +384,20 @@ func (p *Prober) loop(ctx context.Context, t *target) {
 			cycle, due = 0, time.Time{}
 		}
 		if wait := p.untilDue(t, due, last.failing); wait > 0 {
-			switch p.sleep(ctx, t, wait, last.failing && !last.rejected, last.permanent) {
+			var kick <-chan struct{}
+			if !last.failing {
+				// A failing schedule keeps its backoff: it is already
+				// finding out.
+				kick = t.kick
+			}
+			switch p.sleep(ctx, t, wait, last.failing && !last.rejected, last.permanent, kick) {
 			case wakeDone:
 				return
 			case wakeReset:
 				cycle, due = 0, time.Time{}
 				last.permanent, last.rejected = false, false
+			case wakeNow:
+				due = time.Time{}
 			case wakeNext:
 			}
 			continue
@@ -547,6 +601,8 @@ func (p *Prober) login(ctx context.Context, t *target) error {
 	t.conn = c
 	p.mu.Lock()
 	t.sessionActive = true
+	t.sess = c
+	p.signalLocked(t)
 	p.mu.Unlock()
 	p.log.Info("logged in to vCenter", "target", t.name, "version", c.about.Version,
 		"build", c.about.Build, "api_type", c.about.APIType, "api_version", c.about.APIVersion)
@@ -563,11 +619,13 @@ func (p *Prober) endSession(t *target, logout bool, timeout time.Duration) {
 	if t.conn == nil {
 		return
 	}
-	t.conn.close(logout, timeout)
-	t.conn = nil
 	p.mu.Lock()
 	t.sessionActive = false
+	t.sess = nil
+	p.signalLocked(t)
 	p.mu.Unlock()
+	t.conn.close(logout, timeout)
+	t.conn = nil
 }
 
 // record publishes the result of an attempt, the cycle-th failed one of
@@ -590,12 +648,16 @@ func (p *Prober) record(t *target, start time.Time, err error, cycle int) outcom
 	prev := t.st
 	t.st.attempted(start, end, f, next, about)
 	cur := t.st
+	if f.ok() {
+		t.successes++
+	}
 	// Count before publishing: whoever sees the new status sees the counts.
 	if prev.ConsecutiveFailures > 0 {
 		p.metrics.retries.WithLabelValues(t.name).Inc()
 	}
 	p.metrics.probed(t.name, end.Sub(start), f)
 	p.notifyLocked()
+	p.signalLocked(t)
 	p.mu.Unlock()
 
 	logAttempt(p.log, prev, cur)
@@ -629,13 +691,15 @@ type wake int
 const (
 	wakeNext  wake = iota // go on: the wait is over, or the network is down and park takes over
 	wakeReset             // something changed: attempt now with the backoff reset
+	wakeNow               // asked for: attempt now
 	wakeDone              // ctx ended
 )
 
 // sleep waits out wait, or less: the network going down (to park), the
-// network coming back when networkResets, or with watchFiles the content
-// of the password or CA file changing all end it early.
-func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, networkResets, watchFiles bool) wake {
+// network coming back when networkResets, with watchFiles the content
+// of the password or CA file changing, and a receive from kick all end
+// it early.
+func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, networkResets, watchFiles bool, kick <-chan struct{}) wake {
 	var changed <-chan struct{}
 	wasUp := true
 	if p.network != nil {
@@ -659,6 +723,9 @@ func (p *Prober) sleep(ctx context.Context, t *target, wait time.Duration, netwo
 			return wakeDone
 		case <-timer.C():
 			return wakeNext
+		case <-kick:
+			p.log.Debug("inventory watch failed: probing vCenter now", "target", t.name)
+			return wakeNow
 		case <-changed:
 			// changed may fire for any change of the network's state, not
 			// only up/down (a collector snapshot changes with every
@@ -691,9 +758,17 @@ func (p *Prober) update(t *target, f func(*Status)) {
 	defer p.mu.Unlock()
 	f(&t.st)
 	p.notifyLocked()
+	p.signalLocked(t)
 }
 
 func (p *Prober) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
+}
+
+// signalLocked tells t's inventory watch that its session or Status
+// changed.
+func (p *Prober) signalLocked(t *target) {
+	close(t.sig)
+	t.sig = make(chan struct{})
 }
