@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Tests the inhibit rules of alertmanager.yml, which promtool cannot: starts
 # an Alertmanager with it on loopback, sends it the alerts of each case, and
-# compares the ones it reports inhibited with the expected ones.
+# compares the ones it reports inhibited with the expected ones; and checks
+# that the vSphere alerts are grouped by target, across linkgates.
 #
 #   alerts/inhibit_test.sh
 #
-# Needs Debian's prometheus-alertmanager (alertmanager and amtool).
+# Needs Debian's prometheus-alertmanager (alertmanager and amtool), curl and
+# python3.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,6 +53,30 @@ add LinkgateDown case=witness-other-node job=kubernetes-pods instance=10.1.8.3:9
 # Without node labels the witness rule must not match ("" equals "").
 add LinkgateDown case=no-node job=linkgate instance=host-y:9977 severity=warning
 
+# The vSphere inventory. The network outage of node-a above also explains
+# its unreachable hosts and its lost inventory watch.
+add LinkgateVSphereHostUnreachable case=network-unreachable-inhibited job=linkgate instance=node-a:9977 target=vc1.example.com host=esx11.example.com severity=warning
+add LinkgateVSphereInventoryUnverified case=network-inventory-inhibited job=linkgate instance=node-a:9977 target=vc1.example.com severity=warning
+# vCenter down from node-e: its inventory and hosts are not known.
+add LinkgateVCenterDown case=vcenter-down job=linkgate instance=node-e:9977 target=vc1.example.com severity=warning
+add LinkgateVSphereInventoryUnverified case=vcenter-down-inventory-inhibited job=linkgate instance=node-e:9977 target=vc1.example.com severity=warning
+add LinkgateVSphereHostUnreachable case=vcenter-down-unreachable-inhibited job=linkgate instance=node-e:9977 target=vc1.example.com host=esx11.example.com severity=warning
+add LinkgateVSphereInventoryUnverified case=vcenter-down-other-target job=linkgate instance=node-e:9977 target=vc2.example.com severity=warning
+add LinkgateVSphereHostUnreachable case=vcenter-down-other-instance job=linkgate instance=node-f:9977 target=vc1.example.com host=esx11.example.com severity=warning
+# A host vCenter sees not responding: unreachable from any linkgate is
+# its consequence; another host or another vCenter's host of the same
+# name is not.
+add LinkgateVSphereHostDisconnected case=host-down job=linkgate instance=node-f:9977 target=vc1.example.com host=esx01.example.com state=notResponding severity=warning
+add LinkgateVSphereHostUnreachable case=host-down-unreachable-inhibited job=linkgate instance=node-f:9977 target=vc1.example.com host=esx01.example.com severity=warning
+add LinkgateVSphereHostUnreachable case=host-down-sidecar-inhibited job=kubernetes-pods namespace=migrations pod=vm-77 node=worker-3 instance=10.1.3.4:9977 target=vc1.example.com host=esx01.example.com severity=warning
+add LinkgateVSphereHostUnreachable case=host-down-other-target job=linkgate instance=node-f:9977 target=vc2.example.com host=esx01.example.com severity=warning
+# A host in maintenance mode, rebooting: not disconnected, not unreachable.
+add LinkgateVSphereHostMaintenance case=maintenance job=linkgate instance=node-f:9977 target=vc1.example.com host=esx03.example.com severity=info
+add LinkgateVSphereHostDisconnected case=maintenance-disconnected-inhibited job=linkgate instance=node-f:9977 target=vc1.example.com host=esx03.example.com state=notResponding severity=warning
+add LinkgateVSphereHostUnreachable case=maintenance-unreachable-inhibited job=linkgate instance=node-f:9977 target=vc1.example.com host=esx03.example.com severity=warning
+# A datastore is nobody's consequence.
+add LinkgateVSphereDatastoreInaccessible case=datastore job=linkgate instance=node-f:9977 target=vc1.example.com datastore=esx03-local severity=warning
+
 cases() { amtool --alertmanager.url="$url" -o extended alert query "$@" | grep -o 'case="[a-z-]*"' | tr -d '"' | sort; }
 want_inhibited=$(cases --inhibited --active | grep -e '-inhibited$' || true)
 got_inhibited=$(cases --inhibited | sort)
@@ -63,6 +89,16 @@ for c in $(cases --inhibited --active); do
 	esac
 done
 n=$(cases --inhibited --active | wc -l)
-[ "$n" -eq 13 ] || { echo "FAIL: $n alerts, want 13"; fail=1; }
+[ "$n" -eq 28 ] || { echo "FAIL: $n alerts, want 28"; fail=1; }
+
+# The vSphere route groups by alertname and target across linkgates: the
+# host-down case's unreachable alerts of vc1 (node-a, node-e, node-f and
+# the sidecar) are one group, vc2's another.
+groups=$(curl -fsS "$url/api/v2/alerts/groups?filter=alertname%3D%22LinkgateVSphereHostUnreachable%22" |
+	python3 -c 'import json, sys
+for g in json.load(sys.stdin):
+    print(g["labels"].get("target"), len(g["alerts"]), ",".join(sorted(g["labels"])))' | sort)
+want_groups=$(printf '%s\n' "vc1.example.com 6 alertname,target" "vc2.example.com 1 alertname,target")
+[ "$groups" = "$want_groups" ] || { printf 'FAIL: LinkgateVSphereHostUnreachable groups:\n%s\nwant:\n%s\n' "$groups" "$want_groups"; fail=1; }
 [ "$fail" -eq 0 ] && echo "SUCCESS: $(wc -l <<<"$want_inhibited") of $n alerts inhibited, as expected"
 exit "$fail"
