@@ -28,7 +28,7 @@ func (c *checkCmd) validate(env *runEnv) error {
 	if err := c.networkFlags.validate(env, true, len(c.URL) > 0); err != nil {
 		return err
 	}
-	if err := c.vcenterFlags.validate(env, &c.networkFlags); err != nil {
+	if err := c.vcenterFlags.validate(env, &c.networkFlags, nil); err != nil {
 		return err
 	}
 	return c.gateFlags.validate(env)
@@ -79,7 +79,7 @@ func (c *checkCmd) evaluate(ctx context.Context, env *runEnv) (sidecar.Report, e
 	}
 	defer static.Close()
 	in := &sidecar.Input{Snapshot: static.Snapshot()}
-	prober, err := c.newProber(env, &c.networkFlags, nil)
+	prober, err := c.newProber(env, &c.networkFlags, nil, nil)
 	if err != nil {
 		return sidecar.Report{}, err
 	}

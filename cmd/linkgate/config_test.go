@@ -735,7 +735,7 @@ func TestProbeRereadRefusesOversizeFiles(t *testing.T) {
 			t.Fatalf("parse exit %d", code)
 		}
 		x := parsed.cli.Exporter
-		p, err := x.newProber(env, &x.networkFlags, nil)
+		p, err := x.newProber(env, &x.networkFlags, &x.vsphereFlags, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

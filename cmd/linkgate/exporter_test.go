@@ -126,7 +126,7 @@ func TestExporterWithVCenter(t *testing.T) {
 	v := &vcenterFlags{URL: []string{sim.URL}, User: sim.User, PasswordFile: pwFile, CAFile: sim.CAFile,
 		Interval: time.Hour, Timeout: 5 * time.Second, MaxRetries: 3, BaseBackoff: time.Second, MaxBackoff: 2 * time.Second, Jitter: true}
 	n := &networkFlags{Monitor: true, PauseOnDown: true, MaxWait: time.Minute}
-	p, err := v.newProber(env, n, nil)
+	p, err := v.newProber(env, n, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -321,15 +321,82 @@ type vcenterFlags struct {
 	FailedLoginWindow time.Duration `name:"vcenter.failed-login-window" config:"vcenter.failed_login_window" probe:"FailedLoginWindow" default:"3m" help:"The window of --vcenter.max-failed-logins."`
 }
 
+// vsphereFlags configure the inventory of ESXi hosts and datastores the
+// probe watches over each vCenter target's session, and the reachability
+// of those hosts from this node (serving commands).
+type vsphereFlags struct {
+	Inventory   bool   `name:"vsphere.inventory" config:"vsphere.inventory" probe:"Inventory" default:"true" negatable:"" help:"Watch each vCenter target's ESXi hosts and datastores over the probe's session (event-driven; needs --vcenter.url)."`
+	HostInclude string `name:"vsphere.host-include" config:"vsphere.host_include" probe:"HostInclude" placeholder:"REGEXP" help:"Keep only the ESXi hosts whose name matches (RE2, anchored) in the inventory."`
+	HostExclude string `name:"vsphere.host-exclude" config:"vsphere.host_exclude" probe:"HostExclude" placeholder:"REGEXP" help:"Leave out the ESXi hosts whose name matches (RE2, anchored)."`
+	// Strings, so that an empty value (--vsphere.host-ports=, or
+	// host_ports: [] in the file) turns probing off.
+	HostPorts []string `name:"vsphere.host-ports" config:"vsphere.host_ports" sep:"," default:"443,902" placeholder:"PORT" help:"TCP ports probed on every connected ESXi host from this node (443 HTTPS, 902 NFC); empty disables probing."`
+}
+
+// ports parses --vsphere.host-ports.
+func (s *vsphereFlags) ports(e *runEnv) ([]int, error) {
+	var ports []int
+	for _, raw := range s.HostPorts {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		p, err := strconv.Atoi(raw)
+		if err != nil || p < 1 || p > 65535 {
+			return nil, e.invalid("vsphere.host-ports", "want TCP ports from 1 to 65535, comma-separated, or nothing to disable probing, got %q", raw)
+		}
+		if slices.Contains(ports, p) {
+			return nil, e.invalid("vsphere.host-ports", "port %d listed twice", p)
+		}
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+func (s *vsphereFlags) validate(e *runEnv) error {
+	for _, f := range []struct{ flag, expr string }{
+		{"vsphere.host-include", s.HostInclude}, {"vsphere.host-exclude", s.HostExclude},
+	} {
+		if _, err := regexp.Compile(f.expr); err != nil {
+			return e.invalid(f.flag, "invalid regexp %q: %s", f.expr, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+	}
+	_, err := s.ports(e)
+	return err
+}
+
+// reachOptions are the reachability probe's options for target, nil
+// when no host is to be probed (no inventory or no port).
+func (s *vsphereFlags) reachOptions(e *runEnv, target string) (*probe.ReachOptions, error) {
+	ports, err := s.ports(e)
+	if err != nil || !s.Inventory || len(ports) == 0 {
+		return nil, err
+	}
+	o := probe.DefaultReachOptions(target)
+	o.Ports = ports
+	o.Logger = e.logger.With("component", "reach", "target", target)
+	return &o, nil
+}
+
+// probeFlagGroups are the flag groups with probe:"Field" tags.
+var probeFlagGroups = []reflect.Type{reflect.TypeFor[vcenterFlags](), reflect.TypeFor[vsphereFlags]()}
+
 // probeConfig turns the flags into the probe's configuration: each field
-// tagged probe:"Field" sets that field of probe.Config.
-func (v *vcenterFlags) probeConfig(e *runEnv, n *networkFlags) probe.Config {
+// tagged probe:"Field" (of v and, when not nil, s) sets that field of
+// probe.Config. Without s the inventory keeps probe's defaults.
+func (v *vcenterFlags) probeConfig(e *runEnv, n *networkFlags, s *vsphereFlags) probe.Config {
 	cfg := probe.DefaultConfig()
 	dst := reflect.ValueOf(&cfg).Elem()
-	src := reflect.ValueOf(v).Elem()
-	for i, f := range reflect.VisibleFields(src.Type()) {
-		if name := f.Tag.Get("probe"); name != "" {
-			dst.FieldByName(name).Set(src.Field(i))
+	for _, group := range []any{v, s} {
+		src := reflect.ValueOf(group)
+		if src.IsNil() {
+			continue
+		}
+		src = src.Elem()
+		for i, f := range reflect.VisibleFields(src.Type()) {
+			if name := f.Tag.Get("probe"); name != "" {
+				dst.FieldByName(name).Set(src.Field(i))
+			}
 		}
 	}
 	cfg.Password = v.password(e)
@@ -358,9 +425,11 @@ func (v *vcenterFlags) password(e *runEnv) string {
 // probeFlagOf names the flag that sets a probe.Config field, from the
 // probe tags; for a probe.ConfigError.
 func probeFlagOf(field string) (string, bool) {
-	for _, f := range reflect.VisibleFields(reflect.TypeFor[vcenterFlags]()) {
-		if f.Tag.Get("probe") == field {
-			return f.Tag.Get("name"), true
+	for _, t := range probeFlagGroups {
+		for _, f := range reflect.VisibleFields(t) {
+			if f.Tag.Get("probe") == field {
+				return f.Tag.Get("name"), true
+			}
 		}
 	}
 	return "", false
@@ -368,7 +437,7 @@ func probeFlagOf(field string) (string, bool) {
 
 // validate checks the probe's settings, naming the flag, variable or
 // file:line that set a bad one.
-func (v *vcenterFlags) validate(e *runEnv, n *networkFlags) error {
+func (v *vcenterFlags) validate(e *runEnv, n *networkFlags, s *vsphereFlags) error {
 	for _, raw := range v.URL {
 		// The probe parses the forms it accepts (https://host[:port]/sdk
 		// or a bare host[:port]); here only credentials are refused.
@@ -413,7 +482,7 @@ func (v *vcenterFlags) validate(e *runEnv, n *networkFlags) error {
 	if v.PasswordFile == "" && v.password(e) == "" {
 		return e.invalid("vcenter.password-file", "a vCenter password is needed: set --vcenter.password-file or %s", passwordEnv)
 	}
-	return v.probeError(e, v.probeConfig(e, n).Validate())
+	return v.probeError(e, v.probeConfig(e, n, s).Validate())
 }
 
 // probeError names the flag behind a probe.ConfigError: one URL of
@@ -442,9 +511,10 @@ func (v *vcenterFlags) probeError(e *runEnv, err error) error {
 	return configErrorf("vcenter: %v", err)
 }
 
-// newProber builds the vCenter probe, or returns nil without targets.
-// Without network monitoring it does not look at the network.
-func (v *vcenterFlags) newProber(e *runEnv, n *networkFlags, network probe.Network, opts ...probe.Option) (*probe.Prober, error) {
+// newProber builds the vCenter probe, or returns nil without targets; s
+// (nil: the probe's defaults) configures its inventory. Without network
+// monitoring it does not look at the network.
+func (v *vcenterFlags) newProber(e *runEnv, n *networkFlags, s *vsphereFlags, network probe.Network, opts ...probe.Option) (*probe.Prober, error) {
 	if len(v.URL) == 0 {
 		return nil, nil
 	}
@@ -452,7 +522,7 @@ func (v *vcenterFlags) newProber(e *runEnv, n *networkFlags, network probe.Netwo
 		network = nil
 	}
 	opts = append([]probe.Option{probe.WithLogger(e.logger.With("component", "probe"))}, opts...)
-	p, err := probe.New(v.probeConfig(e, n), network, opts...)
+	p, err := probe.New(v.probeConfig(e, n, s), network, opts...)
 	if err != nil {
 		return nil, v.probeError(e, err)
 	}

@@ -62,6 +62,7 @@ func reload(env *runEnv, col *collector.Collector, cur reloadable, pick func(*cl
 	}{
 		{"web", cs.webFlags, ns.webFlags},
 		{"vcenter", cs.vcenterFlags, ns.vcenterFlags},
+		{"vsphere", cs.vsphereFlags, ns.vsphereFlags},
 		{"collector/network", [2]any{cs.collectorFlags, cs.networkFlags}, [2]any{ns.collectorFlags, nnet}},
 	}
 	nro := next.restartOnly()

@@ -20,6 +20,7 @@ type serveFlags struct {
 	collectorFlags `embed:""`
 	networkFlags   `embed:""`
 	vcenterFlags   `embed:""`
+	vsphereFlags   `embed:""`
 }
 
 // validate checks the settings; withGate allows required_interfaces: auto.
@@ -33,7 +34,10 @@ func (s *serveFlags) validate(e *runEnv, withGate bool) error {
 	if err := s.networkFlags.validate(e, withGate, len(s.URL) > 0); err != nil {
 		return err
 	}
-	return s.vcenterFlags.validate(e, &s.networkFlags)
+	if err := s.vsphereFlags.validate(e); err != nil {
+		return err
+	}
+	return s.vcenterFlags.validate(e, &s.networkFlags, &s.vsphereFlags)
 }
 
 // exporterCmd serves metrics: the collector and, with a vCenter target,
@@ -59,14 +63,15 @@ func (x *exporterCmd) run(ctx context.Context, env *runEnv) error {
 }
 
 // watchers are the sources of every serving command: the collector and,
-// with a vCenter target, the probe, which starts after the collector's
-// first dump so that it does not take the empty initial snapshot for an
-// outage.
+// with a vCenter target, the probe and the reachability of its hosts,
+// which start after the collector's first dump so that they do not take
+// the empty initial snapshot for an outage.
 type watchers struct {
-	col    *collector.Collector
-	prober *probe.Prober // nil without a vCenter target
-	reg    *prometheus.Registry
-	loops  []func(context.Context) error
+	col     *collector.Collector
+	prober  *probe.Prober // nil without a vCenter target
+	reaches reaches       // one per target, in target order; nil without probing
+	reg     *prometheus.Registry
+	loops   []func(context.Context) error
 }
 
 func (s *serveFlags) watch(env *runEnv) (*watchers, error) {
@@ -78,23 +83,99 @@ func (s *serveFlags) watch(env *runEnv) (*watchers, error) {
 	if err != nil {
 		return nil, configErrorf("%s: %v", env.origin("netns"), err)
 	}
-	prober, err := s.newProber(env, &s.networkFlags, col)
+	prober, err := s.newProber(env, &s.networkFlags, &s.vsphereFlags, col)
 	if err != nil {
 		return nil, err
 	}
 	w := &watchers{col: col, prober: prober, reg: sidecar.NewRegistry(), loops: []func(context.Context) error{col.Run}}
-	if prober != nil {
-		w.reg.MustRegister(prober)
-		w.loops = append(w.loops, func(ctx context.Context) error {
+	if prober == nil {
+		return w, nil
+	}
+	w.reg.MustRegister(prober)
+	afterSync := func(run func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
 			select {
 			case <-col.Synced():
-				return prober.Run(ctx)
+				return run(ctx)
 			case <-ctx.Done():
 				return nil
 			}
-		})
+		}
+	}
+	w.loops = append(w.loops, afterSync(prober.Run))
+	var network probe.Network
+	if s.Monitor {
+		network = col
+	}
+	statuses, _ := prober.Status()
+	for _, st := range statuses {
+		o, err := s.reachOptions(env, st.Target)
+		if err != nil {
+			return nil, err
+		}
+		if o == nil {
+			break // no probing: the same for every target
+		}
+		r, err := probe.NewReach(*o, network)
+		if err != nil {
+			return nil, env.invalid("vsphere.host-ports", "%v", err)
+		}
+		w.reaches = append(w.reaches, r)
+		w.loops = append(w.loops, afterSync(r.Run))
+	}
+	if len(w.reaches) > 0 {
+		w.reg.MustRegister(w.reaches)
+		w.loops = append(w.loops, w.reaches.follow(prober))
 	}
 	return w, nil
+}
+
+// reaches are the reachability probes of every target, in the prober's
+// target order, exported as one collector: each describes the same
+// families, with a target label.
+type reaches []*probe.Reach
+
+func (rs reaches) Describe(ch chan<- *prometheus.Desc) { rs[0].Describe(ch) }
+
+func (rs reaches) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range rs {
+		r.Collect(ch)
+	}
+}
+
+// follow is the part that feeds each target's reachability probe the
+// connected hosts of its inventory. An unverified inventory changes
+// nothing: the last verified set stays probed (the gate does not trust
+// the inventory then anyway, and the probes show whether the hosts are
+// still reachable).
+func (rs reaches) follow(prober *probe.Prober) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for {
+			invs, changed := prober.Inventory()
+			for i, inv := range invs {
+				if i < len(rs) && inv.Verified {
+					rs[i].SetHosts(connectedHosts(inv))
+				}
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// connectedHosts are the names of inv's hosts vCenter has connected: the
+// ones a migration may read from.
+func connectedHosts(inv *probe.Inventory) []string {
+	var names []string
+	for _, h := range inv.Hosts {
+		if h.ConnectionState == "connected" {
+			names = append(names, h.Name)
+		}
+	}
+	return names
 }
 
 // notifySystemd is the part that, once listening, tells systemd (Type=
