@@ -276,6 +276,10 @@ type verdict struct {
 	checks   []CheckStatus
 	excluded map[string]bool
 	damped   bool // readyAt comes from this request's exclusions
+	// wake are the channels of the other sources a host verdict read
+	// (inventory, vCenter, reachability), closed when it may change; nil
+	// ones never fire.
+	wake [3]<-chan struct{}
 }
 
 // judge derives the answer for one check (single, undamped), for the whole

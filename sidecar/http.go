@@ -33,6 +33,13 @@ type HandlerOptions struct {
 	// pin a stream forever, and is added to a long-poll's write deadline
 	// (default 10s).
 	WriteTimeout time.Duration
+	// Inventory enables /ready/host/NAME: the ESXi hosts and datastores
+	// of every vCenter target (nil: every host is unknown, 404).
+	Inventory InventorySource
+	// Reach are the reachability probes of the targets' hosts, one per
+	// target (matched by Reachability.Target); a target without one has
+	// no host-reachable check.
+	Reach []ReachSource
 }
 
 // Handler serves the gate over HTTP:
@@ -42,6 +49,8 @@ type HandlerOptions struct {
 //	                           then "readyz check passed" or "readyz check failed"
 //	GET /ready?exclude=NAME    judge without NAME (repeatable); damping still applies
 //	GET /ready/NAME            one check's current result, undamped; 404 if unknown
+//	GET /ready/host/HOST       the gate (damped, as /ready) plus the ESXi host's own
+//	                           checks (see judgeHost); 404 if no inventory lists it
 //	GET /ready?wait=30s        long-poll: answer as soon as ready, or 503 when the
 //	                           wait (capped at MaxWait; bare numbers are seconds) ends
 //	GET /events                Server-Sent Events, see serveEvents
@@ -54,6 +63,8 @@ type HandlerOptions struct {
 // on the gate's Clock.
 type Handler struct {
 	gate        *Gate
+	inventory   InventorySource
+	reach       []ReachSource
 	clock       clock.Clock
 	opts        HandlerOptions
 	waiters     chan struct{}
@@ -84,6 +95,8 @@ func NewHandler(g *Gate, opts HandlerOptions) *Handler {
 	}
 	return &Handler{
 		gate:        g,
+		inventory:   opts.Inventory,
+		reach:       opts.Reach,
 		clock:       g.clock,
 		opts:        opts,
 		waiters:     make(chan struct{}, opts.MaxWaiters),
@@ -126,14 +139,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/events":
 		h.serveEvents(w, r)
 	case p == "/ready" || p == "/ready/":
-		h.serveReady(w, r, "")
+		h.serveReady(w, r, "", "")
+	case strings.HasPrefix(p, "/ready/host/"):
+		name := strings.TrimPrefix(p, "/ready/host/")
+		if name == "" || !h.hostKnown(name) {
+			http.Error(w, fmt.Sprintf("no such host in the vSphere inventory: %q", name), http.StatusNotFound)
+			return
+		}
+		h.serveReady(w, r, "", name)
 	case strings.HasPrefix(p, "/ready/"):
 		name := strings.TrimPrefix(p, "/ready/")
 		if !slices.Contains(h.gate.names, name) {
 			http.Error(w, fmt.Sprintf("no such check: %q", name), http.StatusNotFound)
 			return
 		}
-		h.serveReady(w, r, name)
+		h.serveReady(w, r, name, "")
 	default:
 		http.NotFound(w, r)
 	}
@@ -182,7 +202,9 @@ func parseWait(s string, limit time.Duration) (time.Duration, error) {
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
-func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single string) {
+// serveReady answers for the gate, for one of its checks (single), or for
+// the gate and an ESXi host's checks (host).
+func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single, host string) {
 	q := r.URL.Query()
 	wait, err := parseWait(q.Get("wait"), h.opts.MaxWait)
 	if err != nil {
@@ -202,7 +224,11 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 	// current when it is looked at (Gate.Current).
 	look := func() verdict {
 		st, fresh := h.gate.Current(r.Context())
-		v := h.gate.judge(st, single, excluded, h.clock.Now())
+		now := h.clock.Now()
+		v := h.gate.judge(st, single, excluded, now)
+		if host != "" {
+			v = h.judgeHost(v, host, now)
+		}
 		if !fresh {
 			v.ready, v.lagging = false, true
 		}
@@ -251,6 +277,9 @@ func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration
 		done, gone := false, false
 		select {
 		case <-v.state.Changed():
+		case <-v.wake[0]:
+		case <-v.wake[1]:
+		case <-v.wake[2]:
 		case <-dampC:
 		case <-deadline.C():
 			done = true

@@ -39,12 +39,15 @@ type VCenterSource interface {
 
 // The collector is the snapshot source, the route lookup and, for
 // required_interfaces: auto, the setter; its one-shot form (check) is the
-// first two; the prober is the vCenter source.
+// first two; the prober is the vCenter and inventory source, each
+// target's Reach a reachability source.
 var (
-	_ Snapshots      = (*collector.Static)(nil)
-	_ RouteLookup    = (*collector.Static)(nil)
-	_ Snapshots      = (*collector.Collector)(nil)
-	_ RouteLookup    = (*collector.Collector)(nil)
-	_ RequiredSetter = (*collector.Collector)(nil)
-	_ VCenterSource  = (*probe.Prober)(nil)
+	_ Snapshots       = (*collector.Static)(nil)
+	_ RouteLookup     = (*collector.Static)(nil)
+	_ Snapshots       = (*collector.Collector)(nil)
+	_ RouteLookup     = (*collector.Collector)(nil)
+	_ RequiredSetter  = (*collector.Collector)(nil)
+	_ VCenterSource   = (*probe.Prober)(nil)
+	_ InventorySource = (*probe.Prober)(nil)
+	_ ReachSource     = (*probe.Reach)(nil)
 )

@@ -236,7 +236,14 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv) error {
 	if err != nil {
 		return configErrorf("gate: %v", err)
 	}
-	handler := sidecar.NewHandler(gate, sidecar.HandlerOptions{})
+	hopts := sidecar.HandlerOptions{}
+	if w.prober != nil && s.Inventory {
+		hopts.Inventory = w.prober
+		for _, r := range w.reaches {
+			hopts.Reach = append(hopts.Reach, r)
+		}
+	}
+	handler := sidecar.NewHandler(gate, hopts)
 	w.reg.MustRegister(gate, handler)
 	loops := append(w.loops, gate.Run)
 	if len(s.WebhookURL) > 0 {

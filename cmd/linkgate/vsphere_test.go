@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"slices"
@@ -154,4 +156,36 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSidecarReadyHost: /ready/host/NAME of the sidecar follows the
+// simulator's inventory: a connected host without port probing is ready,
+// with the default ports (the simulator's names resolve nowhere) it is
+// not, and a host the verified inventory lacks is 404.
+func TestSidecarReadyHost(t *testing.T) {
+	poll := func(e *sidecarEnv, path string, want int, parts ...string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, body := 0, ""
+			if resp, err := http.Get(e.base + path); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				code, body = resp.StatusCode, string(b)
+			}
+			if code == want && containsAll(body, parts) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d, want %d with %q:\n%s", path, code, want, parts, body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	e := startSidecar(t, "--vsphere.host-ports=")
+	poll(e, "/ready/host/DC0_H0?verbose", 200, "[+]inventory ok\n", "[+]host ok\n", "[+]datastores ok\n", "readyz check passed")
+	poll(e, "/ready/host/nosuch", 404)
+
+	e = startSidecar(t, "--vsphere.host-ports", "902")
+	poll(e, "/ready/host/DC0_H0?verbose", 503, "[+]host ok\n", "[-]host-reachable failed: port 902: ")
 }

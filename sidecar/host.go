@@ -1,0 +1,246 @@
+package sidecar
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/redact"
+	"github.com/linkgate/linkgate/probe"
+)
+
+// Names of the host checks of /ready/host/NAME, reported after the
+// gate's own checks.
+const (
+	CheckInventory      = "inventory"
+	CheckVCenterTarget  = "vcenter-target"
+	CheckHost           = "host"
+	CheckHostReachable  = "host-reachable"
+	CheckHostDatastores = "datastores"
+)
+
+// InventorySource publishes the vSphere inventory (ESXi hosts and
+// datastores) of every vCenter target; the channel is closed at the next
+// change. *probe.Prober satisfies it: the handler reads probe.Inventory
+// itself, the one type for that fact.
+type InventorySource interface {
+	Inventory() ([]*probe.Inventory, <-chan struct{})
+}
+
+// ReachSource is the reachability of one target's hosts from this node,
+// whose Changed channel signals the next one. *probe.Reach satisfies it.
+type ReachSource interface {
+	Snapshot() *probe.Reachability
+}
+
+// hostLookup is where a host was found: the inventory that lists it (or,
+// when no inventory lists it, every one in doubt, which might).
+type hostLookup struct {
+	inv   *probe.Inventory
+	host  probe.Host
+	found bool
+	// doubt are the unverified inventories when the host is in none.
+	doubt []*probe.Inventory
+}
+
+// lookupHost finds name in invs: in a verified inventory first, else in
+// the last known state of an unverified one.
+func lookupHost(invs []*probe.Inventory, name string) hostLookup {
+	var l hostLookup
+	for _, verified := range []bool{true, false} {
+		for _, inv := range invs {
+			if inv == nil || inv.Verified != verified {
+				continue
+			}
+			if h, ok := inv.Host(name); ok {
+				return hostLookup{inv: inv, host: h, found: true}
+			}
+			if !verified {
+				l.doubt = append(l.doubt, inv)
+			}
+		}
+	}
+	return l
+}
+
+// hostKnown says whether /ready/host/NAME has a host to judge: it is in
+// an inventory, or an inventory in doubt might list it (fail closed, not
+// 404). Without an inventory source nothing is known.
+func (h *Handler) hostKnown(name string) bool {
+	if h.inventory == nil {
+		return false
+	}
+	invs, _ := h.inventory.Inventory()
+	l := lookupHost(invs, name)
+	return l.found || len(l.doubt) > 0
+}
+
+// judgeHost extends v, the gate's verdict, with the checks of host name,
+// evaluated now against the current inventory, vCenter status and
+// reachability: ready when the gate is and every host check holds. The
+// host checks are not damped: the inventory changes by events, and each
+// is a fact of vCenter's or of a probe's, not of a flapping link.
+func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
+	invs, invChanged := h.inventory.Inventory()
+	var statuses []probe.Status
+	if h.gate.vcenter != nil {
+		statuses, v.wake[1] = h.gate.vcenter.Status()
+	}
+	v.wake[0] = invChanged
+	l := lookupHost(invs, name)
+	var checks []CheckStatus
+	add := func(name, problem string, since time.Time) {
+		c := CheckStatus{CheckResult: CheckResult{Name: name, OK: problem == "", Reason: problem}, Since: since}
+		if c.Since.IsZero() {
+			c.Since = now
+		}
+		checks = append(checks, c)
+	}
+	if v.state != nil && v.state.Version == 0 {
+		add("gate", "checks not evaluated yet", now)
+	}
+	if !l.found {
+		var problems []string
+		since := now
+		for _, inv := range l.doubt {
+			problems = append(problems, inventoryDoubt(inv))
+			if !inv.DoubtSince.IsZero() && inv.DoubtSince.Before(since) {
+				since = inv.DoubtSince
+			}
+		}
+		if len(problems) == 0 {
+			problems = append(problems, "no inventory lists the host")
+		}
+		add(CheckInventory, strings.Join(problems, "; "), since)
+		add(CheckHost, fmt.Sprintf("%q is not in the inventory", name), now)
+	} else {
+		inv := l.inv
+		if inv.Verified {
+			add(CheckInventory, "", now)
+		} else {
+			add(CheckInventory, inventoryDoubt(inv)+" (the host's state below is the last known)", inv.DoubtSince)
+		}
+		add(CheckVCenterTarget, targetProblem(statuses, inv.Target, now), now)
+		add(CheckHost, hostProblem(l.host), now)
+		if r := h.reachOf(inv.Target); r != nil {
+			snap := r.Snapshot()
+			v.wake[2] = snap.Changed()
+			problem, since := reachProblem(snap, l.host)
+			add(CheckHostReachable, problem, since)
+		}
+		add(CheckHostDatastores, datastoresProblem(inv, l.host), now)
+	}
+	v.checks = append(slices.Clip(v.checks), checks...)
+	for _, c := range checks {
+		if !c.OK {
+			v.ready = false
+		}
+	}
+	return v
+}
+
+// reachOf is the reachability source of target, nil when its hosts are
+// not probed.
+func (h *Handler) reachOf(target string) ReachSource {
+	for _, r := range h.reach {
+		if r.Snapshot().Target == target {
+			return r
+		}
+	}
+	return nil
+}
+
+func inventoryDoubt(inv *probe.Inventory) string {
+	doubt := inv.Doubt
+	if doubt == "" {
+		doubt = "not verified"
+	}
+	return redact.Target(inv.Target) + ": inventory unverified: " + doubt
+}
+
+// targetProblem is why the host's vCenter target is not up ("" when it
+// is), as the vcenter check words it, without the freshness rule (the
+// gate's vcenter check applies it).
+func targetProblem(statuses []probe.Status, target string, now time.Time) string {
+	for _, st := range statuses {
+		if st.Target == target {
+			return vcenterProblem(st, 0, &Input{Now: now})
+		}
+	}
+	return "no vCenter probe results yet"
+}
+
+// hostProblem is why vCenter's view of the host forbids reading from it:
+// not connected, in maintenance, not powered on, or not known.
+func hostProblem(host probe.Host) string {
+	var out []string
+	if len(host.Missing) > 0 {
+		out = append(out, "vCenter did not return "+strings.Join(host.Missing, ", "))
+	}
+	if host.ConnectionState != "connected" {
+		out = append(out, "connection state "+orUnknown(host.ConnectionState))
+	}
+	if host.InMaintenance {
+		out = append(out, "in maintenance mode")
+	}
+	if host.PowerState != "poweredOn" {
+		out = append(out, "power state "+orUnknown(host.PowerState))
+	}
+	return strings.Join(out, "; ")
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// reachProblem is why the host is not reachable from this node on every
+// port ("" when it is), and since when its ports' state holds.
+func reachProblem(snap *probe.Reachability, host probe.Host) (string, time.Time) {
+	hr, ok := snap.Host(host.Name)
+	if !ok {
+		if host.ConnectionState != "connected" {
+			return "not probed: the host is not connected", time.Time{}
+		}
+		return "not probed yet", time.Time{}
+	}
+	var since time.Time // the latest change of a port's state
+	for _, p := range hr.Ports {
+		if p.Since.After(since) {
+			since = p.Since
+		}
+	}
+	if snap.Paused {
+		why := "probing paused: the network is down"
+		if !hr.Reachable() {
+			why += "; last known: " + hr.Problem()
+		}
+		return why, since
+	}
+	return hr.Problem(), since
+}
+
+// datastoresProblem lists the host's datastores vCenter does not report
+// accessible ("" when all are).
+func datastoresProblem(inv *probe.Inventory, host probe.Host) string {
+	var out []string
+	for _, id := range host.Datastores {
+		ds, ok := inv.Datastore(id)
+		switch {
+		case !ok:
+			out = append(out, id+": not described by vCenter")
+		case len(ds.Missing) > 0:
+			out = append(out, fmt.Sprintf("%s (%s): vCenter did not return %s", cmp.Or(ds.Name, id), id, strings.Join(ds.Missing, ", ")))
+		case !ds.Accessible:
+			out = append(out, fmt.Sprintf("%s (%s): not accessible", cmp.Or(ds.Name, id), id))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "inaccessible: " + strings.Join(out, "; ")
+}

@@ -1,0 +1,221 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/testkit"
+	"github.com/linkgate/linkgate/probe"
+)
+
+// fakeInventory is an InventorySource the test sets.
+type fakeInventory struct {
+	mu      sync.Mutex
+	invs    []*probe.Inventory
+	changed chan struct{}
+}
+
+func newFakeInventory(invs ...*probe.Inventory) *fakeInventory {
+	return &fakeInventory{invs: invs, changed: make(chan struct{})}
+}
+
+func (f *fakeInventory) Inventory() ([]*probe.Inventory, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.invs, f.changed
+}
+
+func (f *fakeInventory) set(invs ...*probe.Inventory) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.invs = invs
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// testInventory: esx1 fit for a migration, esx2 in maintenance with an
+// inaccessible datastore, esx3 disconnected.
+func testInventory() *probe.Inventory {
+	return &probe.Inventory{
+		Target:   "vc.example",
+		Verified: true,
+		Hosts: []probe.Host{
+			{ID: "host-1", Name: "esx1", ConnectionState: "connected", PowerState: "poweredOn", Datastores: []string{"datastore-1"}},
+			{ID: "host-2", Name: "esx2", ConnectionState: "connected", PowerState: "poweredOn", InMaintenance: true, Datastores: []string{"datastore-1", "datastore-2"}},
+			{ID: "host-3", Name: "esx3", ConnectionState: "disconnected", PowerState: "unknown", Datastores: []string{"datastore-1"}},
+		},
+		Datastores: []probe.Datastore{
+			{ID: "datastore-1", Name: "ds1", Accessible: true, Type: "VMFS"},
+			{ID: "datastore-2", Name: "ds2", Type: "NFS"},
+		},
+	}
+}
+
+// withHost returns inv with the host named name changed by f.
+func withHost(inv *probe.Inventory, name string, f func(*probe.Host)) *probe.Inventory {
+	next := *inv
+	next.Hosts = append([]probe.Host(nil), inv.Hosts...)
+	for i := range next.Hosts {
+		if next.Hosts[i].Name == name {
+			f(&next.Hosts[i])
+		}
+	}
+	return &next
+}
+
+// startReach runs a reachability probe of vc.example's hosts on ports 443
+// and 902, where esx2's 902 refuses, and waits until esx1 and esx2 are
+// probed.
+func startReach(t *testing.T) *probe.Reach {
+	t.Helper()
+	dial := func(_ context.Context, _, addr string) (net.Conn, error) {
+		if addr == "esx2:902" {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+		}
+		a, b := net.Pipe()
+		b.Close()
+		return a, nil
+	}
+	r, err := probe.NewReach(probe.ReachOptions{Target: "vc.example", Ports: []int{443, 902}, Dialer: dial,
+		Logger: slog.New(slog.DiscardHandler)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetHosts([]string{"esx1", "esx2"})
+	run(t, r.Run)
+	testkit.Follow(t, "hosts probed", hang, r.Snapshot, (*probe.Reachability).Changed, func(s *probe.Reachability) bool {
+		for _, h := range s.Hosts {
+			for _, p := range h.Ports {
+				if !p.Checked {
+					return false
+				}
+			}
+		}
+		return len(s.Hosts) == 2
+	})
+	return r
+}
+
+func TestReadyHost(t *testing.T) {
+	vc := newFakeVCenter(vcUp(time.Now()))
+	g := vcenterGate(t, GateOptions{}, vc)
+	inv := newFakeInventory(testInventory())
+	h := NewHandler(g, HandlerOptions{Inventory: inv, Reach: []ReachSource{startReach(t)}})
+	t.Cleanup(h.Close)
+	waitState(t, g, "ready", isReady)
+
+	for _, tc := range []struct {
+		target string
+		code   int
+		body   string
+	}{
+		{"/ready/host/esx1", 200, "ok"},
+		{"/ready/host/esx1?verbose", 200, "[+]links ok\n[+]vcenter ok\n[+]inventory ok\n[+]vcenter-target ok\n[+]host ok\n[+]host-reachable ok\n[+]datastores ok\nreadyz check passed\n"},
+		{"/ready/host/esx2", 503, "[+]links ok\n[+]vcenter ok\n[+]inventory ok\n[+]vcenter-target ok\n[-]host failed: in maintenance mode\n" +
+			"[-]host-reachable failed: port 902: refused: dial tcp: connection refused\n[-]datastores failed: inaccessible: ds2 (datastore-2): not accessible\nreadyz check failed\n"},
+		{"/ready/host/esx3", 503, "[+]links ok\n[+]vcenter ok\n[+]inventory ok\n[+]vcenter-target ok\n[-]host failed: connection state disconnected; power state unknown\n" +
+			"[-]host-reachable failed: not probed: the host is not connected\n[+]datastores ok\nreadyz check failed\n"},
+		{"/ready/host/nosuch", 404, "no such host in the vSphere inventory: \"nosuch\"\n"},
+		{"/ready/host/", 404, "no such host in the vSphere inventory: \"\"\n"},
+		{"/ready/host/esx1?exclude=vcenter&verbose", 200, "[+]links ok\n[+]vcenter excluded: ok\n[+]inventory ok\n[+]vcenter-target ok\n[+]host ok\n[+]host-reachable ok\n[+]datastores ok\nreadyz check passed\n"},
+	} {
+		code, body := get(t, h, tc.target)
+		if code != tc.code || body != tc.body {
+			t.Errorf("GET %s: %d %q,\nwant %d %q", tc.target, code, body, tc.code, tc.body)
+		}
+	}
+
+	// JSON, as /ready.
+	code, body := get(t, h, "/ready/host/esx2", "Accept", "application/json")
+	var doc struct {
+		Ready  bool `json:"ready"`
+		Checks []struct {
+			Name   string `json:"name"`
+			OK     bool   `json:"ok"`
+			Reason string `json:"reason"`
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("JSON: %v: %s", err, body)
+	}
+	if code != 503 || doc.Ready || len(doc.Checks) != 7 || doc.Checks[4].Name != CheckHost || doc.Checks[4].Reason != "in maintenance mode" {
+		t.Errorf("JSON: %d %+v", code, doc)
+	}
+
+	// The node's own checks close every host.
+	vc.set(vcRefused())
+	waitState(t, g, "vcenter failing", checkFails(CheckVCenter, "refused"))
+	if code, body := get(t, h, "/ready/host/esx1?verbose"); code != 503 ||
+		!strings.Contains(body, "[-]vcenter failed: transient: refused: connection refused\n") ||
+		!strings.Contains(body, "[-]vcenter-target failed: transient: refused: connection refused\n") {
+		t.Errorf("vCenter down: %d %q", code, body)
+	}
+	vc.set(vcUp(time.Now()))
+	waitState(t, g, "ready again", isReady)
+
+	// Unverified: fail closed, with the reason, even for a host the last
+	// known inventory does not list.
+	doubt := testInventory()
+	doubt.Verified, doubt.Doubt = false, "the network is down"
+	inv.set(doubt)
+	if code, body := get(t, h, "/ready/host/esx1?verbose"); code != 503 ||
+		!strings.Contains(body, "[-]inventory failed: vc.example: inventory unverified: the network is down (the host's state below is the last known)\n") {
+		t.Errorf("unverified, esx1: %d %q", code, body)
+	}
+	if code, body := get(t, h, "/ready/host/nosuch?verbose"); code != 503 ||
+		!strings.Contains(body, "[-]inventory failed: vc.example: inventory unverified: the network is down\n[-]host failed: \"nosuch\" is not in the inventory\n") {
+		t.Errorf("unverified, unknown host: %d %q", code, body)
+	}
+}
+
+// TestReadyHostLongPoll: a long-poll on a host wakes on an inventory
+// change, not only on the gate's.
+func TestReadyHostLongPoll(t *testing.T) {
+	vc := newFakeVCenter(vcUp(time.Now()))
+	g := vcenterGate(t, GateOptions{}, vc)
+	maint := withHost(testInventory(), "esx1", func(h *probe.Host) { h.InMaintenance = true })
+	inv := newFakeInventory(maint)
+	h := NewHandler(g, HandlerOptions{Inventory: inv})
+	waiting := make(chan struct{})
+	h.onWait = func() { close(waiting) }
+	srv := serve(t, h)
+	waitState(t, g, "ready", isReady)
+
+	resp := make(chan int, 1)
+	go func() {
+		r, err := srv.Client().Get(srv.URL + "/ready/host/esx1?wait=1h")
+		if err != nil {
+			t.Error(err)
+			resp <- 0
+			return
+		}
+		r.Body.Close()
+		resp <- r.StatusCode
+	}()
+	recv(t, waiting, "long-poll parked")
+	select {
+	case code := <-resp:
+		t.Fatalf("answered %d while the host is in maintenance", code)
+	case <-time.After(50 * time.Millisecond):
+	}
+	inv.set(testInventory())
+	if code := recv(t, resp, "long-poll answer"); code != 200 {
+		t.Errorf("long-poll: %d, want 200", code)
+	}
+}
+
+// TestReadyHostWithoutInventory: no inventory, no host.
+func TestReadyHostWithoutInventory(t *testing.T) {
+	g := vcenterGate(t, GateOptions{}, newFakeVCenter(vcUp(time.Now())))
+	h := NewHandler(g, HandlerOptions{})
+	if code, _ := get(t, h, "/ready/host/esx1"); code != 404 {
+		t.Errorf("without an inventory: %d, want 404", code)
+	}
+}
