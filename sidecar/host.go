@@ -77,11 +77,10 @@ func (h *Handler) hostKnown(name string) bool {
 	return l.found || len(l.doubt) > 0
 }
 
-// judgeHost extends v, the gate's verdict, with the checks of host name,
-// evaluated now against the current inventory, vCenter status and
-// reachability: ready when the gate is and every host check holds. The
-// host checks are not damped: the inventory changes by events, and each
-// is a fact of vCenter's or of a probe's, not of a flapping link.
+// judgeHost extends v, the gate's verdict, with the checks of host name
+// (HostChecks), evaluated now against the current inventory, vCenter
+// status and reachability: ready when the gate is and every host check
+// holds. It notes the channels of what it read in v.wake.
 func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
 	invs, invChanged := h.inventory.Inventory()
 	var statuses []probe.Status
@@ -89,17 +88,50 @@ func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
 		statuses, v.wake[1] = h.gate.vcenter.Status()
 	}
 	v.wake[0] = invChanged
-	l := lookupHost(invs, name)
+	reach := func(target string) *probe.Reachability {
+		r := h.reachOf(target)
+		if r == nil {
+			return nil
+		}
+		snap := r.Snapshot()
+		v.wake[2] = snap.Changed()
+		return snap
+	}
 	var checks []CheckStatus
+	if v.state != nil && v.state.Version == 0 {
+		checks = append(checks, CheckStatus{CheckResult: CheckResult{Name: "gate", Reason: "checks not evaluated yet"}, Since: now})
+	}
+	hc, _ := HostChecks(name, invs, statuses, reach, now)
+	checks = append(checks, hc...)
+	v.checks = append(slices.Clip(v.checks), checks...)
+	for _, c := range checks {
+		if !c.OK {
+			v.ready = false
+		}
+	}
+	return v
+}
+
+// HostChecks are the checks of ESXi host name, after the gate's own, in
+// this order: inventory (the host's vCenter inventory is verified),
+// vcenter-target (its vCenter is up), host (connected, not in
+// maintenance, powered on), host-reachable (every probed port connects
+// from this node; only when reach, which may be nil, has a snapshot for
+// the target) and datastores (all the host mounts are accessible). They
+// are not damped: each is a fact of vCenter's or of a probe's, evaluated
+// at now. Since is when that fact is known to hold, else now.
+//
+// known is false when no inventory lists the host and none is in doubt:
+// the host does not exist (404). A host that no verified inventory lists
+// while one is unverified fails closed, on inventory.
+func HostChecks(name string, invs []*probe.Inventory, statuses []probe.Status, reach func(target string) *probe.Reachability, now time.Time) (checks []CheckStatus, known bool) {
+	l := lookupHost(invs, name)
 	add := func(name, problem string, since time.Time) {
 		c := CheckStatus{CheckResult: CheckResult{Name: name, OK: problem == "", Reason: problem}, Since: since}
 		if c.Since.IsZero() {
 			c.Since = now
 		}
 		checks = append(checks, c)
-	}
-	if v.state != nil && v.state.Version == 0 {
-		add("gate", "checks not evaluated yet", now)
 	}
 	if !l.found {
 		var problems []string
@@ -115,30 +147,24 @@ func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
 		}
 		add(CheckInventory, strings.Join(problems, "; "), since)
 		add(CheckHost, fmt.Sprintf("%q is not in the inventory", name), now)
+		return checks, len(l.doubt) > 0
+	}
+	inv := l.inv
+	if inv.Verified {
+		add(CheckInventory, "", now)
 	} else {
-		inv := l.inv
-		if inv.Verified {
-			add(CheckInventory, "", now)
-		} else {
-			add(CheckInventory, inventoryDoubt(inv)+" (the host's state below is the last known)", inv.DoubtSince)
-		}
-		add(CheckVCenterTarget, targetProblem(statuses, inv.Target, now), now)
-		add(CheckHost, hostProblem(l.host), now)
-		if r := h.reachOf(inv.Target); r != nil {
-			snap := r.Snapshot()
-			v.wake[2] = snap.Changed()
+		add(CheckInventory, inventoryDoubt(inv)+" (the host's state below is the last known)", inv.DoubtSince)
+	}
+	add(CheckVCenterTarget, targetProblem(statuses, inv.Target, now), now)
+	add(CheckHost, hostProblem(l.host), now)
+	if reach != nil {
+		if snap := reach(inv.Target); snap != nil {
 			problem, since := reachProblem(snap, l.host)
 			add(CheckHostReachable, problem, since)
 		}
-		add(CheckHostDatastores, datastoresProblem(inv, l.host), now)
 	}
-	v.checks = append(slices.Clip(v.checks), checks...)
-	for _, c := range checks {
-		if !c.OK {
-			v.ready = false
-		}
-	}
-	return v
+	add(CheckHostDatastores, datastoresProblem(inv, l.host), now)
+	return checks, true
 }
 
 // reachOf is the reachability source of target, nil when its hosts are

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
+	"github.com/linkgate/linkgate/probe"
 	"github.com/linkgate/linkgate/sidecar"
 )
 
@@ -17,6 +18,8 @@ type checkCmd struct {
 	networkFlags   `embed:""`
 	vcenterFlags   `embed:""`
 	gateFlags      `embed:""`
+	vsphereFlags   `embed:""`
+	Host           string        `name:"host" placeholder:"NAME" help:"Also judge this ESXi host (the name vCenter knows it by) as /ready/host/NAME does: its vCenter's inventory, its state, its reachability from this node, its datastores."`
 	Output         string        `name:"output" short:"o" default:"table" enum:"table,json" help:"Output format: ${enum}."`
 	CheckTimeout   time.Duration `name:"check.timeout" default:"30s" help:"Bound on the whole check."`
 }
@@ -28,8 +31,19 @@ func (c *checkCmd) validate(env *runEnv) error {
 	if err := c.networkFlags.validate(env, true, len(c.URL) > 0); err != nil {
 		return err
 	}
-	if err := c.vcenterFlags.validate(env, &c.networkFlags, nil); err != nil {
+	if err := c.vsphereFlags.validate(env); err != nil {
 		return err
+	}
+	if err := c.vcenterFlags.validate(env, &c.networkFlags, &c.vsphereFlags); err != nil {
+		return err
+	}
+	if c.Host != "" {
+		switch {
+		case len(c.URL) == 0:
+			return env.invalid("host", "needs --vcenter.url: the host is judged from its vCenter's inventory")
+		case !c.Inventory:
+			return env.invalid("host", "needs the inventory; drop --no-vsphere.inventory")
+		}
 	}
 	return c.gateFlags.validate(env)
 }
@@ -79,17 +93,144 @@ func (c *checkCmd) evaluate(ctx context.Context, env *runEnv) (sidecar.Report, e
 	}
 	defer static.Close()
 	in := &sidecar.Input{Snapshot: static.Snapshot()}
-	prober, err := c.newProber(env, &c.networkFlags, nil, nil)
-	if err != nil {
-		return sidecar.Report{}, err
-	}
-	if prober != nil {
-		in.VCenter = prober.ProbeOnce(ctx)
+	var host hostFacts
+	if c.Host != "" {
+		if host, err = c.hostFacts(ctx, env); err != nil {
+			return sidecar.Report{}, err
+		}
+		in.VCenter = host.statuses
+	} else {
+		prober, err := c.newProber(env, &c.networkFlags, &c.vsphereFlags, nil)
+		if err != nil {
+			return sidecar.Report{}, err
+		}
+		if prober != nil {
+			in.VCenter = prober.ProbeOnce(ctx)
+		}
 	}
 	in.Now = time.Now()
 	checks, err := c.checks(env, &c.vcenterFlags, &c.networkFlags, static)
 	if err != nil {
 		return sidecar.Report{}, err
 	}
-	return sidecar.Evaluate(ctx, checks, in), nil
+	report := sidecar.Evaluate(ctx, checks, in)
+	if c.Host != "" {
+		hc, _ := sidecar.HostChecks(c.Host, host.invs, host.statuses, host.reach, in.Now)
+		for _, h := range hc {
+			report.Checks = append(report.Checks, h.CheckResult)
+			report.Ready = report.Ready && h.OK
+		}
+	}
+	return report, nil
+}
+
+// hostFacts are what check --host judges the host from.
+type hostFacts struct {
+	statuses []probe.Status
+	invs     []*probe.Inventory
+	reach    func(target string) *probe.Reachability
+}
+
+// hostFacts runs the probe with its inventory watch until every target
+// has answered and its inventory is verified (or its probe failed), then
+// probes the host's ports once, as the sidecar does. It gives up waiting
+// at ctx's deadline (--check.timeout) and judges what it has: an
+// unverified inventory fails closed.
+func (c *checkCmd) hostFacts(ctx context.Context, env *runEnv) (hostFacts, error) {
+	var f hostFacts
+	prober, err := c.newProber(env, &c.networkFlags, &c.vsphereFlags, nil)
+	if err != nil {
+		return f, err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = prober.Run(runCtx) }()
+	defer func() { stop(); <-done }() // logs out
+	settled := func() bool {
+		sts, _ := prober.Status()
+		invs, _ := prober.Inventory()
+		for i, st := range sts {
+			switch {
+			case st.LastAttempt.IsZero():
+				return false
+			case !st.Up || st.Class != "":
+				continue // failed: the inventory will not come
+			case i >= len(invs) || !invs[i].Verified:
+				return false
+			}
+		}
+		return true
+	}
+	for !settled() {
+		_, stChanged := prober.Status()
+		_, invChanged := prober.Inventory()
+		if settled() {
+			break
+		}
+		select {
+		case <-stChanged:
+		case <-invChanged:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	f.statuses, _ = prober.Status()
+	f.invs, _ = prober.Inventory()
+
+	// The host's ports, once, if its inventory says it is connected.
+	reaches := map[string]*probe.Reachability{}
+	for _, inv := range f.invs {
+		h, ok := inv.Host(c.Host)
+		if !ok {
+			continue
+		}
+		o, err := c.reachOptions(env, inv.Target)
+		if err != nil || o == nil {
+			return f, err
+		}
+		r, err := probe.NewReach(*o, nil)
+		if err != nil {
+			return f, env.invalid("vsphere.host-ports", "%v", err)
+		}
+		var hosts []string
+		if h.ConnectionState == "connected" {
+			hosts = []string{h.Name}
+		}
+		reaches[inv.Target] = probeReachOnce(ctx, r, hosts)
+		break
+	}
+	f.reach = func(target string) *probe.Reachability { return reaches[target] }
+	return f, nil
+}
+
+// probeReachOnce runs r on hosts until every port of each has been
+// probed once (or ctx ends) and returns that snapshot.
+func probeReachOnce(ctx context.Context, r *probe.Reach, hosts []string) *probe.Reachability {
+	if len(hosts) == 0 {
+		return r.Snapshot()
+	}
+	r.SetHosts(hosts)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	for {
+		snap := r.Snapshot()
+		probed := len(snap.Hosts) == len(hosts)
+		for _, h := range snap.Hosts {
+			for _, p := range h.Ports {
+				probed = probed && p.Checked
+			}
+		}
+		if probed {
+			return snap
+		}
+		select {
+		case <-snap.Changed():
+		case <-ctx.Done():
+			return r.Snapshot()
+		}
+	}
 }

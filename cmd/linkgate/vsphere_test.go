@@ -185,6 +185,27 @@ func TestSidecarReadyHost(t *testing.T) {
 	e := startSidecar(t, "--vsphere.host-ports=")
 	poll(e, "/ready/host/DC0_H0?verbose", 200, "[+]inventory ok\n", "[+]host ok\n", "[+]datastores ok\n", "readyz check passed")
 	poll(e, "/ready/host/nosuch", 404)
+	if code, _, errOut := runCLI(t, "wait", "--url", e.base+"/ready/host/DC0_H0", "--timeout", "20s"); code != 0 {
+		t.Errorf("wait --url /ready/host/DC0_H0: exit %d: %s", code, errOut)
+	}
+
+	// check --host: the same diagnosis, once.
+	args := append([]string{"check", "--netns", e.a.Path, "--network.required-interfaces", "va"}, e.vcFlags...)
+	code, out, errOut := runCLI(t, append(args, "--host", "DC0_H0", "--vsphere.host-ports=")...)
+	if code != 0 || !regexp.MustCompile(`(?m)^inventory +ok`).MatchString(out) || !regexp.MustCompile(`(?m)^datastores +ok`).MatchString(out) {
+		t.Errorf("check --host DC0_H0: exit %d:\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, append(args, "--host", "DC0_H0", "--vsphere.host-ports", "902")...)
+	if code != 1 || !regexp.MustCompile(`(?m)^host-reachable +failed +port 902: `).MatchString(out) {
+		t.Errorf("check --host DC0_H0 on 902: exit %d:\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, append(args, "--host", "nosuch")...)
+	if code != 1 || !strings.Contains(out, `"nosuch" is not in the inventory`) {
+		t.Errorf("check --host nosuch: exit %d:\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, "check", "--host", "DC0_H0"); code != 2 || !strings.Contains(errOut, "--host: needs --vcenter.url") {
+		t.Errorf("check --host without vCenter: exit %d: %s", code, errOut)
+	}
 
 	e = startSidecar(t, "--vsphere.host-ports", "902")
 	poll(e, "/ready/host/DC0_H0?verbose", 503, "[+]host ok\n", "[-]host-reachable failed: port 902: ")
