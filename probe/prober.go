@@ -184,6 +184,8 @@ type Prober struct {
 	// The inventory watch (Config.Inventory); see inventory.go.
 	hostFilter hostFilter
 	invWait    time.Duration // MaxWaitSeconds of one WaitForUpdatesEx
+	vmTTL      time.Duration // how long a resolved VM placement is reused (LookupVM)
+	vmScanMin  time.Duration // at most one scan of a target's VM names this often
 	invMu      sync.Mutex
 	invChanged chan struct{} // closed and replaced on every Inventory change
 }
@@ -211,6 +213,9 @@ type target struct {
 	// Guarded by Prober.invMu.
 	inv *Inventory
 
+	// LookupVM's caches.
+	vms *vmCache
+
 	// Owned by the target's Run goroutine.
 	conn      *conn
 	files     [2]fingerprint // password and CA file contents as of the last attempt
@@ -235,6 +240,8 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 		changed:    make(chan struct{}),
 		hostFilter: hosts,
 		invWait:    inventoryMaxWait,
+		vmTTL:      vmPlacementTTL,
+		vmScanMin:  vmNameScanInterval,
 		invChanged: make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -260,6 +267,7 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 			logins:   newLoginLimiter(cfg.MaxFailedLogins, cfg.FailedLoginWindow),
 			sig:      make(chan struct{}),
 			kick:     make(chan struct{}, 1),
+			vms:      &vmCache{},
 		}
 		t.st.Target = ep.name
 		if cfg.Inventory {

@@ -280,6 +280,9 @@ type verdict struct {
 	// (inventory, vCenter, reachability), closed when it may change; nil
 	// ones never fire.
 	wake [3]<-chan struct{}
+	// poll, when set, is how soon to look again without a signal (a VM
+	// may move without one).
+	poll time.Duration
 }
 
 // judge derives the answer for one check (single, undamped), for the whole

@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -269,4 +271,93 @@ func datastoresProblem(inv *probe.Inventory, host probe.Host) string {
 		return ""
 	}
 	return "inaccessible: " + strings.Join(out, "; ")
+}
+
+// CheckVM is the check of /ready/vm/NAME that the VM was resolved to a
+// host of the inventory; CheckVMDatastores that its datastores are
+// accessible.
+const (
+	CheckVM           = "vm"
+	CheckVMDatastores = "vm-datastores"
+)
+
+// VMSource resolves a VM by name or instance UUID to where it runs now,
+// cached briefly; an error wrapping probe.ErrNoSuchVM says no vCenter has
+// it. *probe.Prober satisfies it.
+type VMSource interface {
+	LookupVM(ctx context.Context, name string) (probe.VMPlacement, error)
+}
+
+// vmRecheck is how often a long-poll on a VM looks again for a move that
+// no signal announces (the VM's placement is cached about as long).
+const vmRecheck = 5 * time.Second
+
+// vmKnown says whether /ready/vm/NAME has a VM to judge: any answer but
+// "no such VM" (a failed lookup fails closed, with its reason).
+func (h *Handler) vmKnown(ctx context.Context, name string) bool {
+	if h.vms == nil || name == "" {
+		return false
+	}
+	_, err := h.vms.LookupVM(ctx, name)
+	return !errors.Is(err, probe.ErrNoSuchVM)
+}
+
+// judgeVM extends v, the gate's verdict, with the checks of the VM name:
+// vm (resolved to a host of the inventory), the checks of that host
+// (HostChecks) and vm-datastores (the VM's datastores accessible).
+func (h *Handler) judgeVM(ctx context.Context, v verdict, name string, now time.Time) verdict {
+	v.poll = vmRecheck
+	pl, err := h.vms.LookupVM(ctx, name)
+	var problem string
+	switch {
+	case err != nil:
+		problem = err.Error()
+	case pl.HostID == "":
+		problem = "vCenter does not say which host runs the VM"
+	case pl.Host == "":
+		problem = fmt.Sprintf("the VM runs on %s, which the inventory does not hold (filtered out, or not retrieved yet)", pl.HostID)
+	}
+	vm := CheckStatus{CheckResult: CheckResult{Name: CheckVM, OK: problem == "", Reason: problem}, Since: now}
+	if problem != "" {
+		v.checks = append(slices.Clip(v.checks), vm)
+		v.ready = false
+		if h.inventory != nil {
+			_, v.wake[0] = h.inventory.Inventory()
+		}
+		return v
+	}
+	v = h.judgeHost(v, pl.Host, now)
+	// vm after the gate's checks, before the host's.
+	n := len(h.gate.names)
+	if n > len(v.checks) {
+		n = len(v.checks)
+	}
+	checks := append(append(append([]CheckStatus(nil), v.checks[:n]...), vm), v.checks[n:]...)
+	var invs []*probe.Inventory
+	if h.inventory != nil {
+		invs, _ = h.inventory.Inventory()
+	}
+	ds := CheckStatus{CheckResult: CheckResult{Name: CheckVMDatastores}, Since: now}
+	ds.Reason = vmDatastoresProblem(invs, pl)
+	ds.OK = ds.Reason == ""
+	v.checks = append(checks, ds)
+	if !ds.OK {
+		v.ready = false
+	}
+	return v
+}
+
+// vmDatastoresProblem lists the VM's datastores its target's inventory
+// does not report accessible ("" when all are).
+func vmDatastoresProblem(invs []*probe.Inventory, pl probe.VMPlacement) string {
+	var inv *probe.Inventory
+	for _, i := range invs {
+		if i != nil && i.Target == pl.Target {
+			inv = i
+		}
+	}
+	if inv == nil {
+		return redact.Target(pl.Target) + ": no inventory"
+	}
+	return datastoresProblem(inv, probe.Host{Datastores: pl.Datastores})
 }

@@ -3,6 +3,8 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -217,5 +219,105 @@ func TestReadyHostWithoutInventory(t *testing.T) {
 	h := NewHandler(g, HandlerOptions{})
 	if code, _ := get(t, h, "/ready/host/esx1"); code != 404 {
 		t.Errorf("without an inventory: %d, want 404", code)
+	}
+}
+
+// fakeVMs is a VMSource the test sets.
+type fakeVMs struct {
+	mu  sync.Mutex
+	vms map[string]probe.VMPlacement
+	err error
+}
+
+func (f *fakeVMs) LookupVM(_ context.Context, name string) (probe.VMPlacement, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return probe.VMPlacement{}, f.err
+	}
+	pl, ok := f.vms[name]
+	if !ok {
+		return pl, fmt.Errorf("%w: %q", probe.ErrNoSuchVM, name)
+	}
+	return pl, nil
+}
+
+func (f *fakeVMs) set(name string, pl probe.VMPlacement) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vms[name] = pl
+}
+
+func TestReadyVM(t *testing.T) {
+	clk := newFakeClock()
+	vc := newFakeVCenter(vcUp(clk.Now()))
+	g := vcenterGate(t, GateOptions{Clock: clk}, vc)
+	inv := newFakeInventory(testInventory())
+	vms := &fakeVMs{vms: map[string]probe.VMPlacement{
+		"web1":  {Target: "vc.example", ID: "vm-1", Name: "web1", HostID: "host-1", Host: "esx1", Datastores: []string{"datastore-1"}},
+		"db1":   {Target: "vc.example", ID: "vm-2", Name: "db1", HostID: "host-1", Host: "esx1", Datastores: []string{"datastore-1", "datastore-2"}},
+		"lost1": {Target: "vc.example", ID: "vm-3", Name: "lost1", HostID: "host-99", Datastores: []string{"datastore-1"}},
+	}}
+	h := NewHandler(g, HandlerOptions{Inventory: inv, VMs: vms})
+	waiting := make(chan struct{}, 1)
+	h.onWait = func() { waiting <- struct{}{} }
+	srv := serve(t, h)
+	waitState(t, g, "ready", isReady)
+
+	for _, tc := range []struct {
+		target string
+		code   int
+		body   string
+	}{
+		{"/ready/vm/web1", 200, "ok"},
+		{"/ready/vm/web1?verbose", 200, "[+]links ok\n[+]vcenter ok\n[+]vm ok\n[+]inventory ok\n[+]vcenter-target ok\n[+]host ok\n[+]datastores ok\n[+]vm-datastores ok\nreadyz check passed\n"},
+		{"/ready/vm/db1", 503, "[+]links ok\n[+]vcenter ok\n[+]vm ok\n[+]inventory ok\n[+]vcenter-target ok\n[+]host ok\n[+]datastores ok\n" +
+			"[-]vm-datastores failed: inaccessible: ds2 (datastore-2): not accessible\nreadyz check failed\n"},
+		{"/ready/vm/lost1", 503, "[+]links ok\n[+]vcenter ok\n[-]vm failed: the VM runs on host-99, which the inventory does not hold (filtered out, or not retrieved yet)\nreadyz check failed\n"},
+		{"/ready/vm/nosuch", 404, "no such VM in vCenter: \"nosuch\"\n"},
+	} {
+		code, body := get(t, h, tc.target)
+		if code != tc.code || body != tc.body {
+			t.Errorf("GET %s: %d %q,\nwant %d %q", tc.target, code, body, tc.code, tc.body)
+		}
+	}
+
+	// A long-poll follows the VM to another host without a signal.
+	vms.set("web2", probe.VMPlacement{Target: "vc.example", ID: "vm-4", Name: "web2", HostID: "host-2", Host: "esx2", Datastores: []string{"datastore-1"}})
+	resp := make(chan int, 1)
+	go func() {
+		r, err := srv.Client().Get(srv.URL + "/ready/vm/web2?wait=1h")
+		if err != nil {
+			t.Error(err)
+			resp <- 0
+			return
+		}
+		r.Body.Close()
+		resp <- r.StatusCode
+	}()
+	recv(t, waiting, "long-poll parked")
+	vms.set("web2", probe.VMPlacement{Target: "vc.example", ID: "vm-4", Name: "web2", HostID: "host-1", Host: "esx1", Datastores: []string{"datastore-1"}})
+	deadline := time.Now().Add(hang)
+	for answered := false; !answered; {
+		clk.Advance(vmRecheck)
+		select {
+		case code := <-resp:
+			if code != 200 {
+				t.Errorf("long-poll: %d, want 200", code)
+			}
+			answered = true
+		case <-time.After(10 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("long-poll never followed the VM")
+			}
+		}
+	}
+
+	// A lookup that fails is not a 404: fail closed.
+	vms.mu.Lock()
+	vms.err = errors.New("vc.example: no vCenter session to look the VM up over")
+	vms.mu.Unlock()
+	if code, body := get(t, h, "/ready/vm/web1?verbose"); code != 503 || !strings.Contains(body, "[-]vm failed: vc.example: no vCenter session") {
+		t.Errorf("lookup failing: %d %q", code, body)
 	}
 }

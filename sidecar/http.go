@@ -40,6 +40,9 @@ type HandlerOptions struct {
 	// target (matched by Reachability.Target); a target without one has
 	// no host-reachable check.
 	Reach []ReachSource
+	// VMs enables /ready/vm/NAME: it resolves a VM to its host and
+	// datastores (nil: every VM is unknown, 404).
+	VMs VMSource
 }
 
 // Handler serves the gate over HTTP:
@@ -51,6 +54,8 @@ type HandlerOptions struct {
 //	GET /ready/NAME            one check's current result, undamped; 404 if unknown
 //	GET /ready/host/HOST       the gate (damped, as /ready) plus the ESXi host's own
 //	                           checks (see judgeHost); 404 if no inventory lists it
+//	GET /ready/vm/VM           as /ready/host for the host the VM (name or instance
+//	                           UUID) runs on, plus its datastores; 404 if no vCenter has it
 //	GET /ready?wait=30s        long-poll: answer as soon as ready, or 503 when the
 //	                           wait (capped at MaxWait; bare numbers are seconds) ends
 //	GET /events                Server-Sent Events, see serveEvents
@@ -65,6 +70,7 @@ type Handler struct {
 	gate        *Gate
 	inventory   InventorySource
 	reach       []ReachSource
+	vms         VMSource
 	clock       clock.Clock
 	opts        HandlerOptions
 	waiters     chan struct{}
@@ -97,6 +103,7 @@ func NewHandler(g *Gate, opts HandlerOptions) *Handler {
 		gate:        g,
 		inventory:   opts.Inventory,
 		reach:       opts.Reach,
+		vms:         opts.VMs,
 		clock:       g.clock,
 		opts:        opts,
 		waiters:     make(chan struct{}, opts.MaxWaiters),
@@ -139,21 +146,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/events":
 		h.serveEvents(w, r)
 	case p == "/ready" || p == "/ready/":
-		h.serveReady(w, r, "", "")
+		h.serveReady(w, r, "", subject{})
+	case strings.HasPrefix(p, "/ready/vm/"):
+		name := strings.TrimPrefix(p, "/ready/vm/")
+		if !h.vmKnown(r.Context(), name) {
+			http.Error(w, fmt.Sprintf("no such VM in vCenter: %q", name), http.StatusNotFound)
+			return
+		}
+		h.serveReady(w, r, "", subject{vm: name})
 	case strings.HasPrefix(p, "/ready/host/"):
 		name := strings.TrimPrefix(p, "/ready/host/")
 		if name == "" || !h.hostKnown(name) {
 			http.Error(w, fmt.Sprintf("no such host in the vSphere inventory: %q", name), http.StatusNotFound)
 			return
 		}
-		h.serveReady(w, r, "", name)
+		h.serveReady(w, r, "", subject{host: name})
 	case strings.HasPrefix(p, "/ready/"):
 		name := strings.TrimPrefix(p, "/ready/")
 		if !slices.Contains(h.gate.names, name) {
 			http.Error(w, fmt.Sprintf("no such check: %q", name), http.StatusNotFound)
 			return
 		}
-		h.serveReady(w, r, name, "")
+		h.serveReady(w, r, name, subject{})
 	default:
 		http.NotFound(w, r)
 	}
@@ -202,9 +216,13 @@ func parseWait(s string, limit time.Duration) (time.Duration, error) {
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
+// subject is what /ready/host/NAME and /ready/vm/NAME judge besides the
+// gate: an ESXi host or a VM (at most one of them).
+type subject struct{ host, vm string }
+
 // serveReady answers for the gate, for one of its checks (single), or for
-// the gate and an ESXi host's checks (host).
-func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single, host string) {
+// the gate and an ESXi host's or a VM's checks (subj).
+func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single string, subj subject) {
 	q := r.URL.Query()
 	wait, err := parseWait(q.Get("wait"), h.opts.MaxWait)
 	if err != nil {
@@ -226,8 +244,11 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single, hos
 		st, fresh := h.gate.Current(r.Context())
 		now := h.clock.Now()
 		v := h.gate.judge(st, single, excluded, now)
-		if host != "" {
-			v = h.judgeHost(v, host, now)
+		switch {
+		case subj.host != "":
+			v = h.judgeHost(v, subj.host, now)
+		case subj.vm != "":
+			v = h.judgeVM(r.Context(), v, subj.vm, now)
 		}
 		if !fresh {
 			v.ready, v.lagging = false, true
@@ -274,6 +295,12 @@ func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration
 			damp = h.clock.NewTimer(max(v.readyAt.Sub(h.clock.Now()), 0))
 			dampC = damp.C()
 		}
+		var poll clock.Timer
+		var pollC <-chan time.Time
+		if v.poll > 0 {
+			poll = h.clock.NewTimer(v.poll)
+			pollC = poll.C()
+		}
 		done, gone := false, false
 		select {
 		case <-v.state.Changed():
@@ -281,6 +308,7 @@ func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration
 		case <-v.wake[1]:
 		case <-v.wake[2]:
 		case <-dampC:
+		case <-pollC:
 		case <-deadline.C():
 			done = true
 		case <-h.done:
@@ -290,6 +318,9 @@ func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration
 		}
 		if damp != nil {
 			damp.Stop()
+		}
+		if poll != nil {
+			poll.Stop()
 		}
 		if done {
 			return look(), !gone

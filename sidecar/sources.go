@@ -50,4 +50,5 @@ var (
 	_ VCenterSource   = (*probe.Prober)(nil)
 	_ InventorySource = (*probe.Prober)(nil)
 	_ ReachSource     = (*probe.Reach)(nil)
+	_ VMSource        = (*probe.Prober)(nil)
 )

@@ -238,7 +238,7 @@ func (s *sidecarCmd) run(ctx context.Context, env *runEnv) error {
 	}
 	hopts := sidecar.HandlerOptions{}
 	if w.prober != nil && s.Inventory {
-		hopts.Inventory = w.prober
+		hopts.Inventory, hopts.VMs = w.prober, w.prober
 		for _, r := range w.reaches {
 			hopts.Reach = append(hopts.Reach, r)
 		}

@@ -185,6 +185,8 @@ func TestSidecarReadyHost(t *testing.T) {
 	e := startSidecar(t, "--vsphere.host-ports=")
 	poll(e, "/ready/host/DC0_H0?verbose", 200, "[+]inventory ok\n", "[+]host ok\n", "[+]datastores ok\n", "readyz check passed")
 	poll(e, "/ready/host/nosuch", 404)
+	poll(e, "/ready/vm/DC0_H0_VM0?verbose", 200, "[+]vm ok\n", "[+]host ok\n", "[+]vm-datastores ok\n", "readyz check passed")
+	poll(e, "/ready/vm/nosuch", 404)
 	if code, _, errOut := runCLI(t, "wait", "--url", e.base+"/ready/host/DC0_H0", "--timeout", "20s"); code != 0 {
 		t.Errorf("wait --url /ready/host/DC0_H0: exit %d: %s", code, errOut)
 	}

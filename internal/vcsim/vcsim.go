@@ -42,7 +42,7 @@ func Start() (*Sim, error) {
 func StartWith(user, password string) (*Sim, error) {
 	s := &Sim{User: user, Password: password}
 	m := simulator.VPX()
-	m.ClusterHost, m.Machine = 1, 0 // the probe needs no inventory
+	m.ClusterHost, m.Machine = 1, 1 // one VM per host and cluster: /ready/vm
 	if err := m.Create(); err != nil {
 		return nil, fmt.Errorf("vCenter simulator: %w", err)
 	}
