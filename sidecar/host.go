@@ -82,15 +82,24 @@ func (h *Handler) hostKnown(name string) bool {
 // judgeHost extends v, the gate's verdict, with the checks of host name
 // (HostChecks), evaluated now against the current inventory, vCenter
 // status and reachability: ready when the gate is and every host check
-// holds. It notes the channels of what it read in v.wake.
+// holds.
 func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
-	invs, invChanged := h.inventory.Inventory()
-	var statuses []probe.Status
+	invs, statuses, reach := h.sources(&v)
+	hc, _ := HostChecks(name, invs, statuses, reach, now)
+	return extend(v, hc, now)
+}
+
+// sources are the current inventory, vCenter status and reachability
+// lookup, for the checks of a host or VM; it notes the channels of what
+// is read in v.wake, so that a long-poll wakes on their change.
+func (h *Handler) sources(v *verdict) (invs []*probe.Inventory, statuses []probe.Status, reach func(string) *probe.Reachability) {
+	if h.inventory != nil {
+		invs, v.wake[0] = h.inventory.Inventory()
+	}
 	if h.gate.vcenter != nil {
 		statuses, v.wake[1] = h.gate.vcenter.Status()
 	}
-	v.wake[0] = invChanged
-	reach := func(target string) *probe.Reachability {
+	reach = func(target string) *probe.Reachability {
 		r := h.reachOf(target)
 		if r == nil {
 			return nil
@@ -99,12 +108,15 @@ func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
 		v.wake[2] = snap.Changed()
 		return snap
 	}
-	var checks []CheckStatus
+	return invs, statuses, reach
+}
+
+// extend appends checks to v's, after the gate's: ready only if the gate
+// is and all of them hold. Before the gate's first evaluation it says so.
+func extend(v verdict, checks []CheckStatus, now time.Time) verdict {
 	if v.state != nil && v.state.Version == 0 {
-		checks = append(checks, CheckStatus{CheckResult: CheckResult{Name: "gate", Reason: "checks not evaluated yet"}, Since: now})
+		v.checks = append(slices.Clip(v.checks), CheckStatus{CheckResult: CheckResult{Name: "gate", Reason: "checks not evaluated yet"}, Since: now})
 	}
-	hc, _ := HostChecks(name, invs, statuses, reach, now)
-	checks = append(checks, hc...)
 	v.checks = append(slices.Clip(v.checks), checks...)
 	for _, c := range checks {
 		if !c.OK {
@@ -302,49 +314,40 @@ func (h *Handler) vmKnown(ctx context.Context, name string) bool {
 	return !errors.Is(err, probe.ErrNoSuchVM)
 }
 
-// judgeVM extends v, the gate's verdict, with the checks of the VM name:
-// vm (resolved to a host of the inventory), the checks of that host
-// (HostChecks) and vm-datastores (the VM's datastores accessible).
+// judgeVM extends v, the gate's verdict, with the checks of the VM name
+// (VMChecks), looked up now (the source caches it briefly). A long-poll
+// looks again every vmRecheck: a VM moves without a signal.
 func (h *Handler) judgeVM(ctx context.Context, v verdict, name string, now time.Time) verdict {
 	v.poll = vmRecheck
 	pl, err := h.vms.LookupVM(ctx, name)
+	invs, statuses, reach := h.sources(&v)
+	return extend(v, VMChecks(pl, err, invs, statuses, reach, now), now)
+}
+
+// VMChecks are the checks of a VM that lookupErr or pl says where it
+// runs, in this order: vm (resolved to a host of the inventory), the
+// HostChecks of that host, and vm-datastores (the VM's datastores
+// accessible). Without a host, vm alone, failing.
+func VMChecks(pl probe.VMPlacement, lookupErr error, invs []*probe.Inventory, statuses []probe.Status, reach func(target string) *probe.Reachability, now time.Time) []CheckStatus {
+	status := func(name, problem string) CheckStatus {
+		return CheckStatus{CheckResult: CheckResult{Name: name, OK: problem == "", Reason: problem}, Since: now}
+	}
 	var problem string
 	switch {
-	case err != nil:
-		problem = err.Error()
+	case lookupErr != nil:
+		problem = lookupErr.Error()
 	case pl.HostID == "":
 		problem = "vCenter does not say which host runs the VM"
 	case pl.Host == "":
 		problem = fmt.Sprintf("the VM runs on %s, which the inventory does not hold (filtered out, or not retrieved yet)", pl.HostID)
 	}
-	vm := CheckStatus{CheckResult: CheckResult{Name: CheckVM, OK: problem == "", Reason: problem}, Since: now}
+	checks := []CheckStatus{status(CheckVM, problem)}
 	if problem != "" {
-		v.checks = append(slices.Clip(v.checks), vm)
-		v.ready = false
-		if h.inventory != nil {
-			_, v.wake[0] = h.inventory.Inventory()
-		}
-		return v
+		return checks
 	}
-	v = h.judgeHost(v, pl.Host, now)
-	// vm after the gate's checks, before the host's.
-	n := len(h.gate.names)
-	if n > len(v.checks) {
-		n = len(v.checks)
-	}
-	checks := append(append(append([]CheckStatus(nil), v.checks[:n]...), vm), v.checks[n:]...)
-	var invs []*probe.Inventory
-	if h.inventory != nil {
-		invs, _ = h.inventory.Inventory()
-	}
-	ds := CheckStatus{CheckResult: CheckResult{Name: CheckVMDatastores}, Since: now}
-	ds.Reason = vmDatastoresProblem(invs, pl)
-	ds.OK = ds.Reason == ""
-	v.checks = append(checks, ds)
-	if !ds.OK {
-		v.ready = false
-	}
-	return v
+	hc, _ := HostChecks(pl.Host, invs, statuses, reach, now)
+	checks = append(checks, hc...)
+	return append(checks, status(CheckVMDatastores, vmDatastoresProblem(invs, pl)))
 }
 
 // vmDatastoresProblem lists the VM's datastores its target's inventory

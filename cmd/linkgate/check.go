@@ -20,6 +20,7 @@ type checkCmd struct {
 	gateFlags      `embed:""`
 	vsphereFlags   `embed:""`
 	Host           string        `name:"host" placeholder:"NAME" help:"Also judge this ESXi host (the name vCenter knows it by) as /ready/host/NAME does: its vCenter's inventory, its state, its reachability from this node, its datastores."`
+	VM             string        `name:"vm" placeholder:"NAME" help:"Also judge this VM (name or instance UUID) as /ready/vm/NAME does: the host it runs on, as --host, and its datastores."`
 	Output         string        `name:"output" short:"o" default:"table" enum:"table,json" help:"Output format: ${enum}."`
 	CheckTimeout   time.Duration `name:"check.timeout" default:"30s" help:"Bound on the whole check."`
 }
@@ -37,13 +38,17 @@ func (c *checkCmd) validate(env *runEnv) error {
 	if err := c.vcenterFlags.validate(env, &c.networkFlags, &c.vsphereFlags); err != nil {
 		return err
 	}
-	if c.Host != "" {
+	for _, f := range []struct{ flag, value string }{{"host", c.Host}, {"vm", c.VM}} {
 		switch {
+		case f.value == "":
 		case len(c.URL) == 0:
-			return env.invalid("host", "needs --vcenter.url: the host is judged from its vCenter's inventory")
+			return env.invalid(f.flag, "needs --vcenter.url: it is judged from vCenter's inventory")
 		case !c.Inventory:
-			return env.invalid("host", "needs the inventory; drop --no-vsphere.inventory")
+			return env.invalid(f.flag, "needs the inventory; drop --no-vsphere.inventory")
 		}
+	}
+	if c.Host != "" && c.VM != "" {
+		return env.invalid("vm", "judge a host or a VM, not both (the VM's host is judged with it)")
 	}
 	return c.gateFlags.validate(env)
 }
@@ -94,7 +99,7 @@ func (c *checkCmd) evaluate(ctx context.Context, env *runEnv) (sidecar.Report, e
 	defer static.Close()
 	in := &sidecar.Input{Snapshot: static.Snapshot()}
 	var host hostFacts
-	if c.Host != "" {
+	if c.Host != "" || c.VM != "" {
 		if host, err = c.hostFacts(ctx, env); err != nil {
 			return sidecar.Report{}, err
 		}
@@ -114,12 +119,16 @@ func (c *checkCmd) evaluate(ctx context.Context, env *runEnv) (sidecar.Report, e
 		return sidecar.Report{}, err
 	}
 	report := sidecar.Evaluate(ctx, checks, in)
-	if c.Host != "" {
-		hc, _ := sidecar.HostChecks(c.Host, host.invs, host.statuses, host.reach, in.Now)
-		for _, h := range hc {
-			report.Checks = append(report.Checks, h.CheckResult)
-			report.Ready = report.Ready && h.OK
-		}
+	var extra []sidecar.CheckStatus
+	switch {
+	case c.Host != "":
+		extra, _ = sidecar.HostChecks(c.Host, host.invs, host.statuses, host.reach, in.Now)
+	case c.VM != "":
+		extra = sidecar.VMChecks(host.vm, host.vmErr, host.invs, host.statuses, host.reach, in.Now)
+	}
+	for _, h := range extra {
+		report.Checks = append(report.Checks, h.CheckResult)
+		report.Ready = report.Ready && h.OK
 	}
 	return report, nil
 }
@@ -129,11 +138,15 @@ type hostFacts struct {
 	statuses []probe.Status
 	invs     []*probe.Inventory
 	reach    func(target string) *probe.Reachability
+	// With --vm: where it runs, or why that is not known.
+	vm    probe.VMPlacement
+	vmErr error
 }
 
 // hostFacts runs the probe with its inventory watch until every target
-// has answered and its inventory is verified (or its probe failed), then
-// probes the host's ports once, as the sidecar does. It gives up waiting
+// has answered and its inventory is verified (or its probe failed),
+// resolves the VM (--vm) to its host, then probes the host's ports once,
+// as the sidecar does. It gives up waiting
 // at ctx's deadline (--check.timeout) and judges what it has: an
 // unverified inventory fails closed.
 func (c *checkCmd) hostFacts(ctx context.Context, env *runEnv) (hostFacts, error) {
@@ -179,10 +192,19 @@ func (c *checkCmd) hostFacts(ctx context.Context, env *runEnv) (hostFacts, error
 	f.statuses, _ = prober.Status()
 	f.invs, _ = prober.Inventory()
 
+	name := c.Host
+	if c.VM != "" {
+		f.vm, f.vmErr = prober.LookupVM(ctx, c.VM)
+		name = f.vm.Host
+	}
+
 	// The host's ports, once, if its inventory says it is connected.
 	reaches := map[string]*probe.Reachability{}
 	for _, inv := range f.invs {
-		h, ok := inv.Host(c.Host)
+		if name == "" {
+			break
+		}
+		h, ok := inv.Host(name)
 		if !ok {
 			continue
 		}

@@ -205,6 +205,14 @@ func TestSidecarReadyHost(t *testing.T) {
 	if code != 1 || !strings.Contains(out, `"nosuch" is not in the inventory`) {
 		t.Errorf("check --host nosuch: exit %d:\n%s%s", code, out, errOut)
 	}
+	code, out, errOut = runCLI(t, append(args, "--vm", "DC0_H0_VM0", "--vsphere.host-ports=")...)
+	if code != 0 || !regexp.MustCompile(`(?m)^vm +ok`).MatchString(out) || !regexp.MustCompile(`(?m)^vm-datastores +ok`).MatchString(out) {
+		t.Errorf("check --vm DC0_H0_VM0: exit %d:\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, append(args, "--vm", "nosuch")...)
+	if code != 1 || !regexp.MustCompile(`(?m)^vm +failed +no such VM`).MatchString(out) {
+		t.Errorf("check --vm nosuch: exit %d:\n%s%s", code, out, errOut)
+	}
 	if code, _, errOut := runCLI(t, "check", "--host", "DC0_H0"); code != 2 || !strings.Contains(errOut, "--host: needs --vcenter.url") {
 		t.Errorf("check --host without vCenter: exit %d: %s", code, errOut)
 	}
