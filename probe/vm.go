@@ -32,6 +32,8 @@ const (
 	vmPlacementTTL = 5 * time.Second
 	// vmNameScanInterval bounds the scans of a target's VM names: a VM
 	// created or renamed after a scan is found at most this long after.
+	// (A VM whose known reference has gone is looked for again at once,
+	// once.)
 	vmNameScanInterval = 30 * time.Second
 	// vmCacheMax bounds the placements cached per target; past it the
 	// cache starts afresh.
@@ -171,7 +173,14 @@ func (p *Prober) resolveVM(ctx context.Context, t *target, sess *conn, name stri
 	cancel()
 	if err != nil {
 		if fault.Is(err, &types.ManagedObjectNotFound{}) {
-			delete(c.names, name) // gone since the scan; the next scan may find it again
+			// Gone since the scan, or known by another reference now
+			// (re-registered, vCenter restored): one scan at once, not
+			// another in this lookup.
+			delete(c.names, name)
+			if !c.scanned.Equal(now) {
+				c.scanned = time.Time{}
+				return p.resolveVM(ctx, t, sess, name, now)
+			}
 			return VMPlacement{}, fmt.Errorf("%w: %q in %s", ErrNoSuchVM, name, t.name)
 		}
 		return VMPlacement{}, opError("retrieve VM", t.name, err)
