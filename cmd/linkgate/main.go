@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/linkgate/linkgate/probe"
 	"github.com/prometheus/common/version"
 )
 
@@ -253,6 +254,10 @@ type runEnv struct {
 	args           []string       // re-parsed on SIGHUP
 	demo           bool
 	listening      func() // called once the HTTP listeners are open (demo's banner)
+	// reachHook, when set, adjusts the options of each target's host
+	// reachability probe before it is built: a test's seam (it dials from
+	// a network namespace, with a short interval).
+	reachHook func(*probe.ReachOptions)
 }
 
 // inlineSecrets are the passwords a hyper2kvm file gave inline: used, never

@@ -22,6 +22,8 @@ import (
 	"github.com/linkgate/linkgate/internal/promtooltest"
 	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/linkgate/linkgate/internal/vcsim"
+	"github.com/linkgate/linkgate/probe"
+	"github.com/vmware/govmomi/simulator"
 )
 
 // freePort returns a loopback address for a server the test starts by
@@ -56,6 +58,8 @@ type sidecarEnv struct {
 	s       *sidecarCmd
 	env     *runEnv
 	log     testkit.Buffer
+	// reachHook, when set before start, is the run's runEnv.reachHook.
+	reachHook func(*probe.ReachOptions)
 }
 
 func startSidecar(t *testing.T, extra ...string) *sidecarEnv {
@@ -73,9 +77,28 @@ func startSidecarWith(t *testing.T, required []string, extra ...string) *sidecar
 // simulator and a listen address; start runs the sidecar.
 func newSidecarEnv(t *testing.T) *sidecarEnv {
 	t.Helper()
+	return newSidecarEnvModel(t, nil)
+}
+
+// newSidecarEnvModel is newSidecarEnv with the simulator's model changed
+// by adjust (vcsim.StartModel); nil: vcsim's.
+func newSidecarEnvModel(t *testing.T, adjust func(*simulator.Model)) *sidecarEnv {
+	t.Helper()
 	e := &sidecarEnv{a: netnstest.New(t), b: netnstest.New(t)}
 	netnstest.Veth(t, e.a, "va", e.b, "vb")
-	e.sim, e.pwFile = startSim(t)
+	if adjust == nil {
+		e.sim, e.pwFile = startSim(t)
+	} else {
+		sim, err := vcsim.StartModel(adjust)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sim.Close)
+		if e.pwFile, err = sim.PasswordFile(); err != nil {
+			t.Fatal(err)
+		}
+		e.sim = sim
+	}
 	e.base = "http://" + freePort(t)
 	e.vcFlags = []string{"--vcenter.url", e.sim.URL, "--vcenter.user", e.sim.User,
 		"--vcenter.password-file", e.pwFile, "--vcenter.ca-file", e.sim.CAFile}
@@ -94,7 +117,7 @@ func (e *sidecarEnv) start(t *testing.T, extra ...string) *sidecarEnv {
 	}
 	e.s = &p.cli.Sidecar
 	e.env = &runEnv{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, kctx: p.kctx, res: p.res,
-		args: args, level: new(slog.LevelVar), logger: slog.New(slog.NewTextHandler(&e.log, nil))}
+		args: args, level: new(slog.LevelVar), logger: slog.New(slog.NewTextHandler(&e.log, nil)), reachHook: e.reachHook}
 	if err := e.s.validate(e.env); err != nil {
 		t.Fatal(err)
 	}

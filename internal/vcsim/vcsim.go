@@ -40,9 +40,26 @@ func Start() (*Sim, error) {
 
 // StartWith runs a simulator that accepts only user and password.
 func StartWith(user, password string) (*Sim, error) {
+	return start(user, password, nil)
+}
+
+// StartModel runs a simulator as Start does, with the VPX model changed
+// by adjust (more hosts, say) before it is created.
+func StartModel(adjust func(*simulator.Model)) (*Sim, error) {
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	return start("linkgate-demo@vsphere.local", hex.EncodeToString(secret), adjust)
+}
+
+func start(user, password string, adjust func(*simulator.Model)) (*Sim, error) {
 	s := &Sim{User: user, Password: password}
 	m := simulator.VPX()
 	m.ClusterHost, m.Machine = 1, 1 // one VM per host and cluster: /ready/vm
+	if adjust != nil {
+		adjust(m)
+	}
 	if err := m.Create(); err != nil {
 		return nil, fmt.Errorf("vCenter simulator: %w", err)
 	}
@@ -67,6 +84,34 @@ func StartWith(user, password string) (*Sim, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Ref is the reference of the simulator's object of kind (HostSystem,
+// Datastore, VirtualMachine, ...) named name.
+func (s *Sim) Ref(kind, name string) (types.ManagedObjectReference, error) {
+	for _, e := range s.model.Map().All(kind) {
+		if e.Entity().Name == name {
+			return e.Reference(), nil
+		}
+	}
+	return types.ManagedObjectReference{}, fmt.Errorf("vCenter simulator: no %s named %q", kind, name)
+}
+
+// Update changes properties of the object of kind named name as vCenter
+// would: the registry applies them and tells every property collector's
+// waiters (a watch sees them as updates).
+func (s *Sim) Update(kind, name string, changes ...types.PropertyChange) error {
+	ref, err := s.Ref(kind, name)
+	if err != nil {
+		return err
+	}
+	m := s.model.Map()
+	obj := m.Get(ref)
+	if obj == nil {
+		return fmt.Errorf("vCenter simulator: %s %q vanished", kind, name)
+	}
+	m.AtomicUpdate(s.model.Service.Context, obj, changes)
+	return nil
 }
 
 // Addr is the simulator's host:port.
