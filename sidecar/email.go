@@ -162,18 +162,7 @@ func (o EmailOptions) Validate() error {
 }
 
 func newEmail(o EmailOptions) (*Email, error) {
-	if o.QueueSize <= 0 {
-		o.QueueSize = 16
-	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = 5
-	}
-	if o.Backoff <= 0 {
-		o.Backoff = time.Second
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = time.Minute
-	}
+	deliveryDefaults(&o.QueueSize, &o.MaxAttempts, &o.Backoff, &o.MaxBackoff)
 	if o.Timeout <= 0 {
 		o.Timeout = 30 * time.Second
 	}

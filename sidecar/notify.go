@@ -3,11 +3,29 @@ package sidecar
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // The notifiers (webhooks, email) share two parts: following the gate's
 // transitions, and a bounded queue per destination between that and the
 // worker that delivers, so that a slow destination never holds the gate.
+
+// Delivery defaults of the notifiers: a queue of 16 transitions, 5
+// attempts, backoff from 1s doubling to 1m.
+func deliveryDefaults(queueSize, maxAttempts *int, backoff, maxBackoff *time.Duration) {
+	if *queueSize <= 0 {
+		*queueSize = 16
+	}
+	if *maxAttempts <= 0 {
+		*maxAttempts = 5
+	}
+	if *backoff <= 0 {
+		*backoff = time.Second
+	}
+	if *maxBackoff <= 0 {
+		*maxBackoff = time.Minute
+	}
+}
 
 // followTransitions calls transition for every change of Ready after
 // *from, in order, none skipped (a slow follower walks the Next chain),

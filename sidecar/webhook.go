@@ -107,18 +107,7 @@ func NewWebhooks(g *Gate, opts WebhookOptions) (*Webhooks, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 16
-	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 5
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = time.Minute
-	}
+	deliveryDefaults(&opts.QueueSize, &opts.MaxAttempts, &opts.Backoff, &opts.MaxBackoff)
 	if opts.Host == "" {
 		opts.Host, _ = os.Hostname()
 	}
