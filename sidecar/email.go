@@ -112,9 +112,7 @@ type Email struct {
 	to    []*mail.Address
 	start *State // transitions after this one are notified (Run's only)
 
-	mu    sync.Mutex
-	queue []*State
-	wake  chan struct{}
+	queue *stateQueue
 
 	deliveries map[string]*atomic.Uint64
 	retries    atomic.Uint64
@@ -164,18 +162,7 @@ func (o EmailOptions) Validate() error {
 }
 
 func newEmail(o EmailOptions) (*Email, error) {
-	if o.QueueSize <= 0 {
-		o.QueueSize = 16
-	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = 5
-	}
-	if o.Backoff <= 0 {
-		o.Backoff = time.Second
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = time.Minute
-	}
+	deliveryDefaults(&o.QueueSize, &o.MaxAttempts, &o.Backoff, &o.MaxBackoff)
 	if o.Timeout <= 0 {
 		o.Timeout = 30 * time.Second
 	}
@@ -186,7 +173,7 @@ func newEmail(o EmailOptions) (*Email, error) {
 		opts:       o,
 		log:        o.Logger,
 		clock:      clock.Or(o.Clock),
-		wake:       make(chan struct{}, 1),
+		queue:      newStateQueue(o.QueueSize),
 		deliveries: map[string]*atomic.Uint64{},
 	}
 	if e.log == nil {
@@ -326,83 +313,30 @@ func (e *Email) Run(ctx context.Context) error {
 	defer e.running.Store(false)
 	var wg sync.WaitGroup
 	wg.Go(func() { e.work(ctx) })
-	st := e.start
-	last := st.Ready
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-st.Changed():
-			// Follow every published state, so that no transition is
-			// skipped even if several happened since the last wakeup.
-			for n := st.Next(); n != nil; n = n.Next() {
-				st = n
-				if st.Ready != last {
-					last = st.Ready
-					e.enqueue(st)
-				}
-			}
-			// Hold on to the newest state only: each State links to
-			// the next, so keeping the first would keep them all.
-			e.start = st
-		}
-	}
+	followTransitions(ctx, &e.start, e.enqueue)
 	wg.Wait()
 	// Whatever is still queued will not be sent.
-	e.mu.Lock()
-	left := len(e.queue)
-	e.queue = nil
-	e.mu.Unlock()
-	e.dropped.Add(uint64(left))
+	e.dropped.Add(uint64(e.queue.clear()))
 	return nil
 }
 
 func (e *Email) enqueue(st *State) {
-	e.mu.Lock()
-	if len(e.queue) >= e.opts.QueueSize {
-		e.queue = e.queue[1:]
+	if e.queue.push(st) {
 		e.dropped.Add(1)
 		e.log.Warn("email queue full; dropped the oldest notification", "server", e.opts.Server)
 		if e.onDropped != nil {
 			e.onDropped()
 		}
 	}
-	e.queue = append(e.queue, st)
-	e.mu.Unlock()
-	select {
-	case e.wake <- struct{}{}:
-	default:
-	}
 }
 
-func (e *Email) pop() *State {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.queue) == 0 {
-		return nil
-	}
-	st := e.queue[0]
-	e.queue = e.queue[1:]
-	return st
-}
-
-func (e *Email) queued() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.queue)
-}
+func (e *Email) queued() int { return e.queue.len() }
 
 func (e *Email) work(ctx context.Context) {
 	for {
-		st := e.pop()
+		st := e.queue.next(ctx)
 		if st == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-e.wake:
-				continue
-			}
+			return
 		}
 		if ctx.Err() != nil {
 			e.dropped.Add(1) // the rest is counted when Run returns

@@ -602,6 +602,9 @@ func TestDaemonRepausesARestartedDaemon(t *testing.T) {
 	rig.checkOwned(t, true)
 
 	st = carrierBack(t, g, b) // stable at +10s, after the next recheck
+	// The daemon must have taken in the new state before time moves: under
+	// load it may not have yet (a CI run failed here once).
+	rig.idle(t, st, clk.Now().Add(recheck))
 	clk.Advance(recheck)
 	srv.expect(t, "status")
 	rig.idle(t, st, st.ReadyAt) // before the recheck after it

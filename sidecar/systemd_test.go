@@ -13,25 +13,9 @@ import (
 )
 
 func TestNotifySystemd(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
+	recv := notifySocket(t)
 	t.Setenv("WATCHDOG_USEC", strconv.Itoa(int(10*time.Second/time.Microsecond)))
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	recv := func() string {
-		t.Helper()
-		buf := make([]byte, 4096)
-		_ = conn.SetReadDeadline(time.Now().Add(hang))
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("no datagram: %v", err)
-		}
-		return string(buf[:n])
-	}
 
 	vc := newFakeVCenter(vcRefused())
 	g := vcenterGate(t, GateOptions{}, vc)
@@ -89,23 +73,7 @@ func TestNotifySystemdWithoutSocket(t *testing.T) {
 // TestNotifySystemdExporter: without a gate (the exporter), READY and
 // STATUS follow the kernel state, and STATUS is sent only when it changes.
 func TestNotifySystemdExporter(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
-	recv := func() string {
-		t.Helper()
-		buf := make([]byte, 4096)
-		_ = conn.SetReadDeadline(time.Now().Add(hang))
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("no datagram: %v", err)
-		}
-		return string(buf[:n])
-	}
+	recv := notifySocket(t)
 	a, b := pair(t)
 	col := startCollector(t, a, "va")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -126,5 +94,28 @@ func TestNotifySystemdExporter(t *testing.T) {
 	cancel()
 	if got := recv(); got != "STOPPING=1" {
 		t.Errorf("shutdown: %q, want STOPPING=1 (and no repeated STATUS)", got)
+	}
+}
+
+// notifySocket is systemd's end of NOTIFY_SOCKET for one test: recv
+// returns the next datagram, failing the test after the hang guard.
+func notifySocket(t *testing.T) (recv func() string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", sock)
+	return func() string {
+		t.Helper()
+		buf := make([]byte, 4096)
+		_ = conn.SetReadDeadline(time.Now().Add(hang))
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no datagram: %v", err)
+		}
+		return string(buf[:n])
 	}
 }

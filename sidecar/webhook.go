@@ -95,10 +95,7 @@ type Webhooks struct {
 type hookQueue struct {
 	hook  Webhook
 	label string // scheme://host, safe to log
-
-	mu    sync.Mutex
-	queue []*State
-	wake  chan struct{}
+	*stateQueue
 }
 
 // NewWebhooks validates the hooks and returns Webhooks that will notify
@@ -110,18 +107,7 @@ func NewWebhooks(g *Gate, opts WebhookOptions) (*Webhooks, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 16
-	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 5
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = time.Minute
-	}
+	deliveryDefaults(&opts.QueueSize, &opts.MaxAttempts, &opts.Backoff, &opts.MaxBackoff)
 	if opts.Host == "" {
 		opts.Host, _ = os.Hostname()
 	}
@@ -144,7 +130,7 @@ func NewWebhooks(g *Gate, opts WebhookOptions) (*Webhooks, error) {
 		default:
 			return nil, fmt.Errorf("webhook %d (%s): format %q: want generic, slack or discord", i+1, redact.Origin(h.URL), h.Format)
 		}
-		w.hooks = append(w.hooks, &hookQueue{hook: h, label: redact.Origin(h.URL), wake: make(chan struct{}, 1)})
+		w.hooks = append(w.hooks, &hookQueue{hook: h, label: redact.Origin(h.URL), stateQueue: newStateQueue(opts.QueueSize)})
 	}
 	return w, nil
 }
@@ -160,80 +146,31 @@ func (w *Webhooks) Run(ctx context.Context) error {
 	for _, h := range w.hooks {
 		wg.Go(func() { w.work(ctx, h) })
 	}
-	st := w.from
-	last := st.Ready
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-st.Changed():
-			// Follow every published state, so that no transition is
-			// skipped even if several happened since the last wakeup.
-			for n := st.Next(); n != nil; n = n.Next() {
-				st = n
-				if st.Ready != last {
-					last = st.Ready
-					w.enqueue(st)
-				}
-			}
-			w.from = st
-		}
-	}
+	followTransitions(ctx, &w.from, w.enqueue)
 	wg.Wait()
 	return nil
 }
 
 func (w *Webhooks) enqueue(st *State) {
 	for _, h := range w.hooks {
-		h.mu.Lock()
-		if len(h.queue) >= w.opts.QueueSize {
-			h.queue = h.queue[1:]
+		if h.push(st) {
 			w.dropped.Add(1)
 			w.log.Warn("webhook queue full; dropped the oldest notification", "webhook", h.label)
 			if w.onDropped != nil {
 				w.onDropped()
 			}
 		}
-		h.queue = append(h.queue, st)
-		h.mu.Unlock()
-		select {
-		case h.wake <- struct{}{}:
-		default:
-		}
 	}
-}
-
-func (h *hookQueue) pop() *State {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.queue) == 0 {
-		return nil
-	}
-	st := h.queue[0]
-	h.queue = h.queue[1:]
-	return st
-}
-
-func (h *hookQueue) len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.queue)
 }
 
 func (w *Webhooks) work(ctx context.Context, h *hookQueue) {
 	for {
-		st := h.pop()
+		st := h.next(ctx)
 		if st == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-h.wake:
-				continue
-			}
+			return
 		}
 		if ctx.Err() != nil {
-			w.dropped.Add(uint64(1 + h.len()))
+			w.dropped.Add(uint64(1 + h.clear()))
 			return
 		}
 		w.deliver(ctx, h, st)

@@ -181,11 +181,17 @@ func connectedHosts(inv *probe.Inventory) []string {
 	return names
 }
 
-// notifySystemd is the part that, once listening, tells systemd (Type=
-// notify) it is ready and what status, and feeds its watchdog while the
-// collector's event loop turns.
+// notifySystemd is the part that, once listening and holding the first
+// kernel dump, tells systemd (Type=notify) it is ready and what status,
+// and feeds its watchdog while the collector's event loop turns.
 func (w *watchers) notifySystemd(env *runEnv, status func() (string, <-chan struct{})) func(context.Context) error {
 	return func(ctx context.Context) error {
+		// READY=1 means the metrics and the gate judge real kernel state.
+		select {
+		case <-w.col.Synced():
+		case <-ctx.Done():
+			return nil
+		}
 		return sidecar.NotifySystemd(ctx, sidecar.SystemdOptions{Status: status, Alive: w.col.Alive, Logger: env.logger.With("component", "systemd")})
 	}
 }
