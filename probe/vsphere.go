@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -68,13 +67,9 @@ func newSOAPClient(u *url.URL, host string, ts tlsSettings, dial DialFunc) (*soa
 	case ts.insecure:
 		conf.InsecureSkipVerify = true
 	case ts.caFile != "":
-		pem, err := boundedfile.Read(ts.caFile, boundedfile.CABundle)
+		pool, err := boundedfile.CertPool(ts.caFile)
 		if err != nil {
 			return nil, &ConfigError{Field: "CAFile", Err: err}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &ConfigError{Field: "CAFile", Err: errors.New("no PEM certificate in " + ts.caFile)}
 		}
 		conf.RootCAs = pool
 	case len(ts.pins) > 0:

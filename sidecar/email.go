@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -292,13 +291,9 @@ func (e *Email) tlsConfig() (*tls.Config, error) {
 	if e.opts.CAFile == "" {
 		return conf, nil
 	}
-	pem, err := boundedfile.Read(e.opts.CAFile, boundedfile.CABundle)
+	pool, err := boundedfile.CertPool(e.opts.CAFile)
 	if err != nil {
 		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no PEM certificate in %s", e.opts.CAFile)
 	}
 	conf.RootCAs = pool
 	return conf, nil

@@ -416,11 +416,7 @@ func (l *daemonLoop) pause(ctx context.Context, prev *daemonPause, msg string) b
 
 // recheckOwn: while the gate is closed, is linkgate's pause still there?
 func (l *daemonLoop) recheckOwn(ctx context.Context) bool {
-	r, ok := l.do(ctx, cmdStatus)
-	if !ok {
-		return false
-	}
-	id, ok := l.identity()
+	r, id, ok := l.statusAndIdentity(ctx)
 	if !ok {
 		return false
 	}
@@ -446,11 +442,7 @@ func (l *daemonLoop) recheckOwn(ctx context.Context) bool {
 
 // recheckForeign: someone else's pause, watched for a restart.
 func (l *daemonLoop) recheckForeign(ctx context.Context) bool {
-	r, ok := l.do(ctx, cmdStatus)
-	if !ok {
-		return false
-	}
-	id, ok := l.identity()
+	r, id, ok := l.statusAndIdentity(ctx)
 	if !ok {
 		return false
 	}
@@ -469,11 +461,7 @@ func (l *daemonLoop) recheckForeign(ctx context.Context) bool {
 
 // release resumes linkgate's own pause now that the gate is open.
 func (l *daemonLoop) release(ctx context.Context) bool {
-	r, ok := l.do(ctx, cmdStatus)
-	if !ok {
-		return false
-	}
-	id, ok := l.identity()
+	r, id, ok := l.statusAndIdentity(ctx)
 	if !ok {
 		return false
 	}
@@ -495,6 +483,17 @@ func (l *daemonLoop) release(ctx context.Context) bool {
 // identity is the socket's, next to a command that worked on it. A
 // socket gone by then (the daemon stopping) decides nothing: the round is
 // retried like a failed command.
+// statusAndIdentity asks status, then reads the socket's identity (which
+// daemon answered); ok is false when either failed, to be retried.
+func (l *daemonLoop) statusAndIdentity(ctx context.Context) (daemonReply, socketID, bool) {
+	r, ok := l.do(ctx, cmdStatus)
+	if !ok {
+		return r, socketID{}, false
+	}
+	id, ok := l.identity()
+	return r, id, ok
+}
+
 func (l *daemonLoop) identity() (socketID, bool) {
 	id, err := statSocket(l.d.opts.Socket)
 	if err != nil {

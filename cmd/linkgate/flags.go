@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -457,7 +456,7 @@ func (v *vcenterFlags) validate(e *runEnv, n *networkFlags, s *vsphereFlags) err
 		}
 	}
 	if v.CAFile != "" {
-		if _, err := readCABundle(v.CAFile); err != nil {
+		if _, err := boundedfile.CertPool(v.CAFile); err != nil {
 			return e.invalid("vcenter.ca-file", "%v", err)
 		}
 	}
@@ -665,20 +664,6 @@ func (f *notifyFlags) hooks() []sidecar.Webhook {
 		hooks[i] = sidecar.Webhook{URL: u, Format: sidecar.WebhookFormat(f.WebhookFormat)}
 	}
 	return hooks
-}
-
-// readCABundle reads a PEM CA bundle (--vcenter.ca-file, wait
-// --tls.ca-file) under the size rule of internal/boundedfile.
-func readCABundle(path string) (*x509.CertPool, error) {
-	pem, err := boundedfile.Read(path, boundedfile.CABundle)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no PEM certificate in %s", path)
-	}
-	return pool, nil
 }
 
 // hyper2kvmFlags connect linkgate to hyper2kvm: its configuration file as a

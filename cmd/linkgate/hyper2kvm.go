@@ -8,7 +8,6 @@ import (
 	"net"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/linkgate/linkgate/internal/boundedfile"
@@ -29,7 +28,7 @@ import (
 type hyper2kvmConfig struct {
 	*fileConfig
 	// used lists, for --config.check, each key that set a flag.
-	used []string
+	used []usedKey
 	// ignored counts the hyper2kvm-only keys skipped.
 	ignored int
 	// Passwords given inline (vc_password, vs_password,
@@ -37,6 +36,14 @@ type hyper2kvmConfig struct {
 	vcenterPassword, emailPassword string
 	warnings                       []string
 }
+
+// usedKey is one hyper2kvm key linkgate took, and what it set.
+type usedKey struct {
+	line      int
+	key, sets string
+}
+
+func (u usedKey) String() string { return fmt.Sprintf("%d: %s → %s", u.line, u.key, u.sets) }
 
 // inlineSecretWarning is said once per inline password, naming the key.
 func inlineSecretWarning(path string, line int, key, better string) string {
@@ -106,7 +113,7 @@ func parseHyper2kvmConfig(path string, data []byte) (*hyper2kvmConfig, error) {
 	shared.walk(&sharedRoot, "", &errs)
 	for flag, fv := range shared.byFlag {
 		h.byFlag[flag] = fv
-		h.used = append(h.used, fmt.Sprintf("%d: %s → --%s", fv.line, fv.key, flag))
+		h.used = append(h.used, usedKey{fv.line, fv.key, "--" + flag})
 	}
 	h.mapVCenter(top, &errs)
 	h.mapNotifications(top, &errs)
@@ -124,18 +131,14 @@ func parseHyper2kvmConfig(path string, data []byte) (*hyper2kvmConfig, error) {
 	if len(errs) > 0 {
 		return nil, &configError{msg: strings.Join(errs, "\n")}
 	}
-	sort.Slice(h.used, func(i, j int) bool {
-		li, _ := strconv.Atoi(strings.SplitN(h.used[i], ":", 2)[0])
-		lj, _ := strconv.Atoi(strings.SplitN(h.used[j], ":", 2)[0])
-		return li < lj
-	})
+	sort.SliceStable(h.used, func(i, j int) bool { return h.used[i].line < h.used[j].line })
 	return h, nil
 }
 
 // set records a flag value the file gives, and which key gave it.
 func (h *hyper2kvmConfig) set(flag string, value any, line int, key string) {
 	h.byFlag[flag] = fileValue{value: value, line: line, key: key}
-	h.used = append(h.used, fmt.Sprintf("%d: %s → --%s", line, key, flag))
+	h.used = append(h.used, usedKey{line, key, "--" + flag})
 }
 
 // hyper2kvmVCenterKeys are hyper2kvm's vCenter connection keys
@@ -201,7 +204,7 @@ func (h *hyper2kvmConfig) mapVCenter(top map[string]h2kNode, errs *[]string) {
 			h.set("vcenter.password-env", pw, n.line, n.key.Value)
 		default:
 			h.vcenterPassword = pw
-			h.used = append(h.used, fmt.Sprintf("%d: %s → the vCenter password (inline)", n.line, n.key.Value))
+			h.used = append(h.used, usedKey{n.line, n.key.Value, "the vCenter password (inline)"})
 			h.warnings = append(h.warnings, inlineSecretWarning(h.path, n.line, n.key.Value, "vc_password_env or --vcenter.password-file"))
 		}
 	}
@@ -292,7 +295,7 @@ func (h *hyper2kvmConfig) mapNotifications(top map[string]h2kNode, errs *[]strin
 	}
 	if pw, n, ok := str("email_password", kindString); ok {
 		h.emailPassword = pw
-		h.used = append(h.used, fmt.Sprintf("%d: notifications.email_password → the SMTP password (inline)", n.line))
+		h.used = append(h.used, usedKey{n.line, "notifications.email_password", "the SMTP password (inline)"})
 		h.warnings = append(h.warnings, inlineSecretWarning(h.path, n.line, "notifications.email_password", "--notify.email.password-file"))
 	}
 }

@@ -117,7 +117,7 @@ func waitClient(caFile string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	if caFile != "" {
-		pool, err := readCABundle(caFile)
+		pool, err := boundedfile.CertPool(caFile)
 		if err != nil {
 			return nil, err
 		}

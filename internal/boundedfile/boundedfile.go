@@ -16,6 +16,7 @@
 package boundedfile
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -192,4 +193,18 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	for f := range numFiles {
 		ch <- prometheus.MustNewConstMetric(readErrorsDesc, prometheus.CounterValue, float64(f.Failures()), f.String())
 	}
+}
+
+// CertPool reads a PEM CA bundle under the CABundle rule: the one way
+// linkgate reads a CA file (vCenter's, the sidecar's for wait, SMTP's).
+func CertPool(path string) (*x509.CertPool, error) {
+	pem, err := Read(path, CABundle)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificate in %s", path)
+	}
+	return pool, nil
 }

@@ -127,3 +127,17 @@ linkgate_file_read_errors_total{file="web_tls"} %d
 		t.Error("the failed read was not counted")
 	}
 }
+
+func TestCertPool(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CertPool(notPEM); err == nil || !strings.Contains(err.Error(), "no PEM certificate in "+notPEM) {
+		t.Errorf("CertPool(not PEM) = %v", err)
+	}
+	if _, err := CertPool("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("CertPool(/dev/zero) = %v", err)
+	}
+}
