@@ -25,6 +25,24 @@ type metrics struct {
 	// The inventory (linkgate_vsphere_*), with Config.Inventory.
 	hostConnection, hostMaintenance, hostPower, datastoreAccessible, invVerified *prometheus.Desc
 	invUpdates                                                                   *prometheus.CounterVec // target
+	dsHosts, dsConnectedHosts                                                    *prometheus.Desc
+	vmLookups                                                                    *prometheus.CounterVec // target, result
+	vmScans                                                                      *prometheus.CounterVec // target
+}
+
+// The result label of vm_lookups_total.
+const (
+	lookupFound    = "found"
+	lookupNotFound = "not_found"
+	lookupError    = "error"
+	lookupLimited  = "limited"
+)
+
+var lookupResults = []string{lookupFound, lookupNotFound, lookupError, lookupLimited}
+
+// vmLookup counts a VM lookup that was not answered from the cache.
+func (m *metrics) vmLookup(target, result string) {
+	m.vmLookups.WithLabelValues(target, result).Inc()
 }
 
 // subsystem names every series linkgate_vcenter_<name>; the inventory's
@@ -99,6 +117,17 @@ func newMetrics(p *Prober) *metrics {
 		Name: metric.Name(inventorySubsystem, "inventory_updates_total"),
 		Help: "Host and datastore updates received from vCenter's property collector, full retrieves included.",
 	}, labels(nil))
+	m.dsHosts = inv("datastore_hosts", "Hosts of the inventory (after the host filters) that mount the datastore.", "datastore")
+	m.dsConnectedHosts = inv("datastore_connected_hosts",
+		"Hosts of the inventory that mount the datastore and are connected in vCenter. An inaccessible datastore with none is explained by its hosts (the local datastore of a disconnected host).", "datastore")
+	m.vmLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metric.Name(inventorySubsystem, "vm_lookups_total"),
+		Help: "VM lookups of /ready/vm and check --vm not answered from the cache, by result: found, not_found, error (no session, a failed call), limited (over the rate limit, not sent).",
+	}, labels([]string{"result"}))
+	m.vmScans = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metric.Name(inventorySubsystem, "vm_name_scans_total"),
+		Help: "Retrievals of the names of all the target's VMs, made to resolve a VM name not seen before (at most one per 30s).",
+	}, labels(nil))
 	// Every series exists from the start, so rate() and absent() work
 	// before the first event.
 	for _, t := range p.targets {
@@ -110,6 +139,10 @@ func newMetrics(p *Prober) *metrics {
 		m.duration.WithLabelValues(t.name)
 		if p.cfg.Inventory {
 			m.invUpdates.WithLabelValues(t.name)
+			for _, r := range lookupResults {
+				m.vmLookups.WithLabelValues(t.name, r)
+			}
+			m.vmScans.WithLabelValues(t.name)
 		}
 	}
 	return m
@@ -156,10 +189,13 @@ func (p *Prober) Describe(ch chan<- *prometheus.Desc) {
 	m.logins.Describe(ch)
 	m.duration.Describe(ch)
 	if p.cfg.Inventory {
-		for _, d := range []*prometheus.Desc{m.hostConnection, m.hostMaintenance, m.hostPower, m.datastoreAccessible, m.invVerified} {
+		for _, d := range []*prometheus.Desc{m.hostConnection, m.hostMaintenance, m.hostPower, m.datastoreAccessible,
+			m.dsHosts, m.dsConnectedHosts, m.invVerified} {
 			ch <- d
 		}
 		m.invUpdates.Describe(ch)
+		m.vmLookups.Describe(ch)
+		m.vmScans.Describe(ch)
 	}
 }
 
@@ -210,6 +246,8 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 			m.collectInventory(ch, inv)
 		}
 		m.invUpdates.Collect(ch)
+		m.vmLookups.Collect(ch)
+		m.vmScans.Collect(ch)
 	}
 }
 
@@ -242,22 +280,46 @@ func (m *metrics) collectInventory(ch chan<- prometheus.Metric, inv *Inventory) 
 			gauge(m.hostPower, metric.Bool(power == s), target, h.Name, s)
 		}
 	}
-	// Datastores are sorted by ID: gather the names.
-	accessible := make(map[string]bool, len(inv.Datastores))
+	// The hosts that mount each datastore, and how many are connected.
+	type mounts struct{ all, connected int }
+	mounted := make(map[string]mounts, len(inv.Datastores))
+	for _, h := range inv.Hosts {
+		for _, id := range h.Datastores {
+			c := mounted[id]
+			c.all++
+			if h.ConnectionState == string(types.HostSystemConnectionStateConnected) {
+				c.connected++
+			}
+			mounted[id] = c
+		}
+	}
+	// Datastores are sorted by ID: gather them by name.
+	type byName struct {
+		accessible bool
+		mounts
+	}
+	named := make(map[string]byName, len(inv.Datastores))
 	names := make([]string, 0, len(inv.Datastores))
 	for _, d := range inv.Datastores {
 		if d.Name == "" {
 			continue // not described by vCenter: no name to show
 		}
-		ok, seen := accessible[d.Name]
+		n, seen := named[d.Name]
 		if !seen {
 			names = append(names, d.Name)
-			ok = true
+			n.accessible = true
 		}
-		accessible[d.Name] = ok && d.Accessible
+		c := mounted[d.ID]
+		n.accessible = n.accessible && d.Accessible
+		n.all += c.all
+		n.connected += c.connected
+		named[d.Name] = n
 	}
 	for _, name := range names {
-		gauge(m.datastoreAccessible, metric.Bool(accessible[name]), target, name)
+		n := named[name]
+		gauge(m.datastoreAccessible, metric.Bool(n.accessible), target, name)
+		gauge(m.dsHosts, float64(n.all), target, name)
+		gauge(m.dsConnectedHosts, float64(n.connected), target, name)
 	}
 }
 

@@ -267,7 +267,7 @@ func New(cfg Config, network Network, opts ...Option) (*Prober, error) {
 			logins:   newLoginLimiter(cfg.MaxFailedLogins, cfg.FailedLoginWindow),
 			sig:      make(chan struct{}),
 			kick:     make(chan struct{}, 1),
-			vms:      &vmCache{},
+			vms:      newVMCache(),
 		}
 		t.st.Target = ep.name
 		if cfg.Inventory {

@@ -219,9 +219,9 @@ func TestInventoryMetricsDuplicateNames(t *testing.T) {
 	p.publishInventory(p.targets[0], func(inv *Inventory) {
 		inv.Verified, inv.Doubt = true, ""
 		inv.Hosts = []Host{
-			{ID: "host-1", Name: "esx1", ConnectionState: "connected", PowerState: "poweredOn"},
-			{ID: "host-2", Name: "esx1", ConnectionState: "notResponding", PowerState: "poweredOn", InMaintenance: true},
-			{ID: "host-3", Name: "esx2", ConnectionState: "connected", PowerState: "poweredOff"},
+			{ID: "host-1", Name: "esx1", ConnectionState: "connected", PowerState: "poweredOn", Datastores: []string{"ds-1", "ds-3"}},
+			{ID: "host-2", Name: "esx1", ConnectionState: "notResponding", PowerState: "poweredOn", InMaintenance: true, Datastores: []string{"ds-2", "ds-3"}},
+			{ID: "host-3", Name: "esx2", ConnectionState: "connected", PowerState: "poweredOff", Datastores: []string{"ds-3", "ds-4"}},
 			{ID: "host-4", Name: "esx3", ConnectionState: "", PowerState: ""}, // nothing known
 		}
 		inv.Datastores = []Datastore{
@@ -236,6 +236,14 @@ func TestInventoryMetricsDuplicateNames(t *testing.T) {
 # TYPE linkgate_vsphere_datastore_accessible gauge
 linkgate_vsphere_datastore_accessible{datastore="datastore1",target="vc.example:443"} 0
 linkgate_vsphere_datastore_accessible{datastore="nfs",target="vc.example:443"} 1
+# HELP linkgate_vsphere_datastore_connected_hosts Hosts of the inventory that mount the datastore and are connected in vCenter. An inaccessible datastore with none is explained by its hosts (the local datastore of a disconnected host).
+# TYPE linkgate_vsphere_datastore_connected_hosts gauge
+linkgate_vsphere_datastore_connected_hosts{datastore="datastore1",target="vc.example:443"} 1
+linkgate_vsphere_datastore_connected_hosts{datastore="nfs",target="vc.example:443"} 2
+# HELP linkgate_vsphere_datastore_hosts Hosts of the inventory (after the host filters) that mount the datastore.
+# TYPE linkgate_vsphere_datastore_hosts gauge
+linkgate_vsphere_datastore_hosts{datastore="datastore1",target="vc.example:443"} 2
+linkgate_vsphere_datastore_hosts{datastore="nfs",target="vc.example:443"} 3
 # HELP linkgate_vsphere_host_connection_state 1 for the host's current runtime.connectionState in vCenter (connected, disconnected, notResponding), 0 for the others.
 # TYPE linkgate_vsphere_host_connection_state gauge
 linkgate_vsphere_host_connection_state{host="esx1",state="connected",target="vc.example:443"} 0
@@ -274,7 +282,7 @@ linkgate_vsphere_inventory_updates_total{target="vc.example:443"} 0
 linkgate_vsphere_inventory_verified{target="vc.example:443"} 1
 `
 	if err := testutil.CollectAndCompare(p, strings.NewReader(want),
-		"linkgate_vsphere_datastore_accessible", "linkgate_vsphere_host_connection_state", "linkgate_vsphere_host_maintenance",
+		"linkgate_vsphere_datastore_accessible", "linkgate_vsphere_datastore_hosts", "linkgate_vsphere_datastore_connected_hosts", "linkgate_vsphere_host_connection_state", "linkgate_vsphere_host_maintenance",
 		"linkgate_vsphere_host_power_state", "linkgate_vsphere_inventory_updates_total", "linkgate_vsphere_inventory_verified"); err != nil {
 		t.Error(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+	"golang.org/x/time/rate"
 )
 
 // VM lookup: where a VM runs now, on demand, over the target's session
@@ -38,6 +39,12 @@ const (
 	// vmCacheMax bounds the placements cached per target; past it the
 	// cache starts afresh.
 	vmCacheMax = 4096
+	// vmLookupRate and vmLookupBurst bound the lookups that go to one
+	// target's vCenter (cache misses), whatever asks: a flood of
+	// requests for distinct names or UUIDs costs vCenter at most this.
+	// A lookup over the limit fails (closed) without asking.
+	vmLookupRate  = 10 // per second
+	vmLookupBurst = 20
 )
 
 // ErrNoSuchVM says no target's vCenter has a VM of that name or instance
@@ -72,7 +79,15 @@ type vmCache struct {
 	names   map[string][]types.ManagedObjectReference // VM name → VMs, from the last scan
 	scanned time.Time                                 // of names; zero: never
 	placed  map[string]vmEntry
+	limit   *rate.Limiter // lookups sent to vCenter
 }
+
+func newVMCache() *vmCache {
+	return &vmCache{limit: rate.NewLimiter(vmLookupRate, vmLookupBurst)}
+}
+
+// errVMLookupsLimited is the error of a lookup over the rate limit.
+var errVMLookupsLimited = fmt.Errorf("VM lookups over the limit of %d per second to this vCenter; try again", vmLookupRate)
 
 type vmEntry struct {
 	pl  VMPlacement
@@ -120,9 +135,22 @@ func (p *Prober) lookupVM(ctx context.Context, t *target, name string) (VMPlacem
 	sess := t.sess
 	p.mu.Unlock()
 	if sess == nil {
+		p.metrics.vmLookup(t.name, lookupError)
 		return VMPlacement{}, fmt.Errorf("%s: no vCenter session to look the VM up over", t.name)
 	}
+	if !c.limit.AllowN(now, 1) {
+		p.metrics.vmLookup(t.name, lookupLimited)
+		return VMPlacement{}, fmt.Errorf("%s: %w", t.name, errVMLookupsLimited)
+	}
 	pl, err := p.resolveVM(ctx, t, sess, name, now)
+	switch {
+	case err == nil:
+		p.metrics.vmLookup(t.name, lookupFound)
+	case errors.Is(err, ErrNoSuchVM):
+		p.metrics.vmLookup(t.name, lookupNotFound)
+	default:
+		p.metrics.vmLookup(t.name, lookupError)
+	}
 	if ctx.Err() != nil {
 		return pl, err // the caller left: nothing learnt
 	}
@@ -152,6 +180,7 @@ func (p *Prober) resolveVM(ctx context.Context, t *target, sess *conn, name stri
 		refs = c.names[name]
 		if len(refs) == 0 && (c.scanned.IsZero() || now.Sub(c.scanned) >= p.vmScanMin) {
 			names, err := p.scanVMNames(ctx, t, sess)
+			p.metrics.vmScans.WithLabelValues(t.name).Inc()
 			if err != nil {
 				return VMPlacement{}, err
 			}

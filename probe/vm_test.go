@@ -3,9 +3,12 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock/fakeclock"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -63,5 +66,44 @@ func TestLookupVMWithoutSession(t *testing.T) {
 	p := newProber(t, s.inventoryConfig(), nil)
 	if _, err := p.LookupVM(context.Background(), "DC0_H0_VM0"); err == nil || errors.Is(err, ErrNoSuchVM) {
 		t.Errorf("without a session: %v, want an error that is not ErrNoSuchVM", err)
+	}
+}
+
+// TestLookupVMRateLimited: lookups that would ask vCenter are bounded per
+// target (a flood of distinct names costs vCenter at most the limit), the
+// ones over it fail closed without asking, and every outcome is counted.
+// The clock does not move, so the bucket does not refill.
+func TestLookupVMRateLimited(t *testing.T) {
+	s := startSim(t, simOptions{})
+	clk := fakeclock.New(time.Unix(1_700_000_000, 0))
+	p := runInventory(t, s.inventoryConfig(), nil, WithClock(clk))
+	waitInventory(t, p, 0, "verified", isVerified)
+	target := p.targets[0].name
+	ctx := context.Background()
+
+	limited := 0
+	for i := range vmLookupBurst + 5 {
+		_, err := p.LookupVM(ctx, fmt.Sprintf("nosuch-%d", i))
+		switch {
+		case errors.Is(err, errVMLookupsLimited):
+			limited++
+		case !errors.Is(err, ErrNoSuchVM):
+			t.Fatalf("lookup %d: %v", i, err)
+		}
+	}
+	if limited != 5 {
+		t.Errorf("%d lookups limited, want the 5 over the burst of %d", limited, vmLookupBurst)
+	}
+	// A name already answered is answered from the cache, limit or not.
+	if _, err := p.LookupVM(ctx, "nosuch-0"); !errors.Is(err, ErrNoSuchVM) {
+		t.Errorf("cached answer: %v, want ErrNoSuchVM", err)
+	}
+	for result, want := range map[string]float64{lookupNotFound: vmLookupBurst, lookupLimited: 5, lookupFound: 0, lookupError: 0} {
+		if got := testutil.ToFloat64(p.metrics.vmLookups.WithLabelValues(target, result)); got != want {
+			t.Errorf("vm_lookups_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(p.metrics.vmScans.WithLabelValues(target)); got != 1 {
+		t.Errorf("vm_name_scans_total = %v, want 1: one scan, then the names are known for vmScanMin", got)
 	}
 }
