@@ -74,7 +74,8 @@ add LinkgateVSphereHostUnreachable case=host-down-other-target job=linkgate inst
 add LinkgateVSphereHostMaintenance case=maintenance job=linkgate instance=node-f:9977 target=vc1.example.com host=esx03.example.com severity=info
 add LinkgateVSphereHostDisconnected case=maintenance-disconnected-inhibited job=linkgate instance=node-f:9977 target=vc1.example.com host=esx03.example.com state=notResponding severity=warning
 add LinkgateVSphereHostUnreachable case=maintenance-unreachable-inhibited job=linkgate instance=node-f:9977 target=vc1.example.com host=esx03.example.com severity=warning
-# A datastore is nobody's consequence.
+# A datastore alert is nobody's consequence (the rule itself keeps quiet
+# for a datastore whose hosts are all down).
 add LinkgateVSphereDatastoreInaccessible case=datastore job=linkgate instance=node-f:9977 target=vc1.example.com datastore=esx03-local severity=warning
 
 cases() { amtool --alertmanager.url="$url" -o extended alert query "$@" | grep -o 'case="[a-z-]*"' | tr -d '"' | sort; }
