@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,11 +19,35 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/internal/boundedfile"
+	"github.com/linkgate/linkgate/probe"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	baseReachHook = func(o *probe.ReachOptions) { o.Dialer = loopbackOnly }
+	goleak.VerifyTestMain(m)
+}
+
+// loopbackOnly is the host reachability probes' dialer in this package's
+// tests unless a test sets its own: the simulator's host names (DC0_H0)
+// resolve nowhere, and asking the machine's resolver would send them off
+// the machine. A name gets "no such host", as from a resolver, without
+// asking one; an address must be loopback.
+func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
+	}
+	if !ip.IsLoopback() {
+		return nil, fmt.Errorf("test dialer: %s is not loopback: tests dial nothing else", addr)
+	}
+	return new(net.Dialer).DialContext(ctx, network, addr)
+}
 
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()

@@ -373,7 +373,14 @@ func (s *vsphereFlags) reachOptions(e *runEnv, target string) (*probe.ReachOptio
 	}
 	o := probe.DefaultReachOptions(target)
 	o.Ports = ports
-	o.Logger = e.logger.With("component", "reach", "target", target)
+	o.Logger = e.logger.With("component", "reach") // it names the target
+	hook := e.reachHook
+	if hook == nil {
+		hook = baseReachHook
+	}
+	if hook != nil {
+		hook(&o)
+	}
 	return &o, nil
 }
 

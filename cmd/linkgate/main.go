@@ -255,10 +255,17 @@ type runEnv struct {
 	demo           bool
 	listening      func() // called once the HTTP listeners are open (demo's banner)
 	// reachHook, when set, adjusts the options of each target's host
-	// reachability probe before it is built: a test's seam (it dials from
-	// a network namespace, with a short interval).
+	// reachability probe before it is built (vsphereFlags.reachOptions):
+	// the demo's stand-in hosts, and a test's seam (it dials from a
+	// network namespace, with a short interval). Unset, baseReachHook.
 	reachHook func(*probe.ReachOptions)
 }
+
+// baseReachHook is the reachHook of a runEnv that sets none: nil in the
+// product. This package's tests set it (TestMain) so that no probe of
+// theirs resolves a simulator's host name through DNS or dials beyond
+// loopback.
+var baseReachHook func(*probe.ReachOptions)
 
 // inlineSecrets are the passwords a hyper2kvm file gave inline: used, never
 // flags, never shown.

@@ -116,9 +116,6 @@ func (s *serveFlags) watch(env *runEnv) (*watchers, error) {
 		if o == nil {
 			break // no probing: the same for every target
 		}
-		if env.reachHook != nil {
-			env.reachHook(o)
-		}
 		r, err := probe.NewReach(*o, network)
 		if err != nil {
 			return nil, env.invalid("vsphere.host-ports", "%v", err)

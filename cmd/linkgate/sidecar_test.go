@@ -30,7 +30,7 @@ import (
 // address. It is picked below the ephemeral range (32768+), so that no
 // client connection or ":0" listener of a concurrent test can take it
 // between this check and the server's listen.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	for range 100 {
 		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
@@ -107,7 +107,7 @@ func newSidecarEnvModel(t *testing.T, adjust func(*simulator.Model)) *sidecarEnv
 
 // start runs `linkgate sidecar` in-process on e's namespace and address,
 // with stable-for 0s and extra, until the test ends.
-func (e *sidecarEnv) start(t *testing.T, extra ...string) *sidecarEnv {
+func (e *sidecarEnv) start(t testing.TB, extra ...string) *sidecarEnv {
 	t.Helper()
 	args := append([]string{"sidecar", "--netns", e.a.Path, "--web.listen-address", strings.TrimPrefix(e.base, "http://"), "--gate.stable-for", "0s"}, extra...)
 	var stderr bytes.Buffer
@@ -328,6 +328,10 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(out.String(), "http://"+addr+"/ready?verbose") {
 		t.Errorf("demo does not print its URLs:\n%s", out.String())
 	}
+	// The simulated hosts' ports are the demo's loopback stand-ins: the
+	// host gate opens, with every check.
+	await(t, e.base, "demo host gate", time.Now(), 20*time.Second, expect{path: "/ready/host/DC0_H0?verbose", code: 200,
+		parts: []string{"[+]inventory ok\n", "[+]host ok\n", "[+]host-reachable ok\n", "[+]datastores ok\n"}})
 	// The demo is serving, so its SIGTERM handler is installed.
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
