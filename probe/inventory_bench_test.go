@@ -3,41 +3,31 @@ package probe
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/vcsim"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// The large model of the inventory benchmarks: 20 datacenters of 5
-// clusters of 5 hosts (500 hosts), 100 datastores per datacenter (2,000;
-// the simulator mounts each on every host of its datacenter, so each
-// host has 100) and LINKGATE_BENCH_VMS virtual machines (default 1,000:
-// the simulator takes about 35 s per 1,000 to create them, and VMs are
-// not part of the watch).
+// The large model of the inventory benchmarks (vcsim.Large), with
+// LINKGATE_BENCH_VMS virtual machines (default 1,000).
 const (
-	benchDatacenters = 20
-	benchClusters    = 5 // per datacenter
-	benchClusterHost = 5 // per cluster
-	benchDatastores  = 100
-	benchHosts       = benchDatacenters * benchClusters * benchClusterHost
+	benchDatacenters = vcsim.LargeDatacenters
+	benchClusters    = vcsim.LargeClusters
+	benchClusterHost = vcsim.LargeClusterHosts
+	benchDatastores  = vcsim.LargeDatastores
+	benchHosts       = vcsim.LargeHosts
 )
 
 func benchVMs(b *testing.B) int {
-	vms := 1000
-	if v := os.Getenv("LINKGATE_BENCH_VMS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			b.Fatalf("LINKGATE_BENCH_VMS=%q: want a count", v)
-		}
-		vms = n
+	vms, err := vcsim.BenchVMs(1000)
+	if err != nil {
+		b.Fatal(err)
 	}
 	return vms
 }
@@ -59,10 +49,7 @@ func heapInUse() uint64 {
 func BenchmarkInventorySim(b *testing.B) {
 	vms := benchVMs(b)
 	start := time.Now()
-	s := startSim(b, simOptions{model: func(m *simulator.Model) {
-		m.Datacenter, m.Cluster, m.ClusterHost, m.Host = benchDatacenters, benchClusters, benchClusterHost, 0
-		m.Datastore, m.Machine = benchDatastores, vms/(benchDatacenters*benchClusters)
-	}})
+	s := startSim(b, simOptions{model: vcsim.Large(vms)})
 	c := s.model.Count()
 	b.Logf("simulator model: %d hosts, %d datastores, %d VMs, built in %v",
 		c.Host+c.ClusterHost, c.Datastore, c.Machine, time.Since(start).Round(time.Second))
@@ -137,7 +124,7 @@ func benchRetrieve() []types.ObjectUpdate {
 			for i, d := range dss {
 				own[i] = strings.Clone(d)
 			}
-			updates = append(updates, hostEnter(fmt.Sprintf("host-%d", n), fmt.Sprintf("DC%d_C%d_H%d", dc, h/benchClusterHost, h%benchClusterHost), own...))
+			updates = append(updates, hostEnter(fmt.Sprintf("host-%d", n), vcsim.LargeHostName(dc, h/benchClusterHost, h%benchClusterHost), own...))
 		}
 	}
 	return updates
