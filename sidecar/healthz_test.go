@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -59,5 +60,21 @@ func TestHealthz(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestProbeOnly: the health listener's /ready/ serves the gate's checks,
+// not the host and VM gates (no auth there).
+func TestProbeOnly(t *testing.T) {
+	h := probeOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	for path, want := range map[string]int{
+		"/ready/links": http.StatusTeapot, "/ready/vcenter": http.StatusTeapot,
+		"/ready/host/esx1": http.StatusNotFound, "/ready/vm/vm-1": http.StatusNotFound, "/ready/vm/": http.StatusNotFound,
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d, want %d", path, rec.Code, want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -53,6 +54,8 @@ type ServerOptions struct {
 	// HealthListenAddresses also serve /healthz and, with a gate, /ready
 	// and /ready/NAME, over plain HTTP without WebConfigFile's TLS and
 	// auth: for kubelet probes when the main listener needs credentials.
+	// Not /ready/host/ nor /ready/vm/ (probeOnly): those look things up
+	// in vCenter for the asker and name its hosts.
 	HealthListenAddresses []string
 	// MaxConnections bounds the connections open per listen address (see
 	// limitedListener); 0: no limit.
@@ -109,7 +112,7 @@ func NewServer(o ServerOptions) *Server {
 		hmux.Handle("/healthz", HealthzHandler(o.Health, clock.System))
 		if o.Ready != nil {
 			hmux.Handle("/ready", o.Ready)
-			hmux.Handle("/ready/", o.Ready)
+			hmux.Handle("/ready/", probeOnly(o.Ready))
 		}
 		s.health = newHTTPServer(hmux, o.MaxConnections)
 	}
@@ -252,3 +255,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Handler is the server's handler, to serve it elsewhere (tests).
 func (s *Server) Handler() http.Handler { return s.srv.Handler }
+
+// probeOnly serves h's /ready/NAME but not /ready/host/ or /ready/vm/:
+// the health listener has no TLS and no auth, and those would have
+// linkgate look VMs up in vCenter, and show its hosts and datastores, to
+// whoever reaches it.
+func probeOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; strings.HasPrefix(p, "/ready/host/") || strings.HasPrefix(p, "/ready/vm/") {
+			http.Error(w, "not served on the health listener: /ready/host/ and /ready/vm/ are on the main listener, behind --web.config.file", http.StatusNotFound)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

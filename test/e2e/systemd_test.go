@@ -171,7 +171,7 @@ func TestHealthListenerBesideBasicAuth(t *testing.T) {
 	if code != http.StatusOK && code != http.StatusServiceUnavailable || !strings.Contains(body, "links") {
 		t.Errorf("health listener /ready: %d %s", code, body)
 	}
-	for _, path := range []string{"/metrics", "/events", "/"} {
+	for _, path := range []string{"/metrics", "/events", "/", "/ready/host/esx1", "/ready/vm/vm1"} {
 		if code, _ := get(t, "http://"+health+path); code != http.StatusNotFound {
 			t.Errorf("health listener %s: %d, want 404 (only health and readiness there)", path, code)
 		}
