@@ -94,6 +94,27 @@ func (inv *Inventory) Host(name string) (Host, bool) {
 	return inv.Hosts[i], true
 }
 
+// HostsNamed returns the hosts named name: vCenter may hold more than
+// one (in different datacenters), told apart by ID.
+func (inv *Inventory) HostsNamed(name string) []Host {
+	i, _ := slices.BinarySearchFunc(inv.Hosts, name, func(h Host, n string) int { return cmp.Compare(h.Name, n) })
+	j := i
+	for j < len(inv.Hosts) && inv.Hosts[j].Name == name {
+		j++
+	}
+	return inv.Hosts[i:j:j]
+}
+
+// HostByID returns the host with vCenter ID id.
+func (inv *Inventory) HostByID(id string) (Host, bool) {
+	for _, h := range inv.Hosts {
+		if h.ID == id {
+			return h, true
+		}
+	}
+	return Host{}, false
+}
+
 // Datastore returns the datastore with vCenter ID id.
 func (inv *Inventory) Datastore(id string) (Datastore, bool) {
 	i, ok := slices.BinarySearchFunc(inv.Datastores, id, func(d Datastore, id string) int { return cmp.Compare(d.ID, id) })
@@ -184,6 +205,12 @@ type records struct {
 	structural bool        // membership, names or mounts changed: rebuild all
 	dirtyHosts map[string]bool
 	dirtyDSs   map[string]bool
+
+	// unread is the first change of a property path this side does not
+	// read (an element-level change such as datastore["datastore-12"],
+	// which the filter's whole-property paths should not bring): the
+	// records cannot say what it did, so the watch starts over.
+	unread string
 }
 
 type hostRecord struct {
@@ -253,6 +280,8 @@ func (r *records) applyHost(id string, u *types.ObjectUpdate) {
 		case propDatastores:
 			h.Datastores = refValues(c.Val, removed)
 			r.structural = r.structural || h.keep
+		default:
+			r.noteUnread("HostSystem " + c.Name)
 		}
 	}
 	for _, m := range u.MissingSet {
@@ -284,12 +313,20 @@ func (r *records) applyDatastore(id string, u *types.ObjectUpdate) {
 			d.Accessible = boolValue(c.Val, removed)
 		case propType:
 			d.Type = stringValue(c.Val, removed)
+		default:
+			r.noteUnread("Datastore " + c.Name)
 		}
 	}
 	for _, m := range u.MissingSet {
 		d.Missing = with(d.Missing, m.Path)
 	}
 	r.dirtyDSs[id] = true
+}
+
+func (r *records) noteUnread(what string) {
+	if r.unread == "" {
+		r.unread = what
+	}
 }
 
 // snapshot returns the kept hosts and their datastores as of now, and

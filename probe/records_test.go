@@ -104,6 +104,15 @@ func TestRecordsDecodeAndMissing(t *testing.T) {
 	if hosts, _, _ = r.snapshot(); hosts[0].PowerState != "standBy" {
 		t.Errorf("power state from a plain string: %+v", hosts[0])
 	}
+	if r.unread != "" {
+		t.Fatalf("unread %q after changes of the watched paths", r.unread)
+	}
+	// An element-level change of a watched array: the records cannot
+	// apply it, and say so (the watch starts over).
+	r.apply([]types.ObjectUpdate{modifyUpdate("HostSystem", "host-1", types.PropertyChange{Name: `datastore["ds-3"]`, Op: types.PropertyChangeOpAdd, Val: moRef("Datastore", "ds-3")})})
+	if r.unread != `HostSystem datastore["ds-3"]` {
+		t.Errorf("unread %q after an element-level change", r.unread)
+	}
 }
 
 // TestRecordsSnapshotsImmutable: a published snapshot never changes,

@@ -45,6 +45,10 @@ const (
 	// A lookup over the limit fails (closed) without asking.
 	vmLookupRate  = 10 // per second
 	vmLookupBurst = 20
+	// vmNameMax bounds a name looked up, in bytes: vSphere allows 80
+	// characters, which its escaping (%2f for /) may lengthen. A longer
+	// one is no VM, answered without a lookup or a cache entry.
+	vmNameMax = 255
 )
 
 // ErrNoSuchVM says no target's vCenter has a VM of that name or instance
@@ -104,8 +108,11 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // answer (no session, a failed call), so that a caller fails closed.
 // Without Config.Inventory the host's name is not known (Host is "").
 func (p *Prober) LookupVM(ctx context.Context, name string) (VMPlacement, error) {
-	if name == "" {
+	switch {
+	case name == "":
 		return VMPlacement{}, fmt.Errorf("%w: empty name", ErrNoSuchVM)
+	case len(name) > vmNameMax:
+		return VMPlacement{}, fmt.Errorf("%w: a name of %d bytes, longer than any VM's (%d)", ErrNoSuchVM, len(name), vmNameMax)
 	}
 	var failed []error
 	for _, t := range p.targets {
@@ -176,7 +183,8 @@ func (p *Prober) resolveVM(ctx context.Context, t *target, sess *conn, name stri
 			refs = append(refs, ref.Reference())
 		}
 	}
-	if len(refs) == 0 {
+	byName := len(refs) == 0
+	if byName {
 		refs = c.names[name]
 		if len(refs) == 0 && (c.scanned.IsZero() || now.Sub(c.scanned) >= p.vmScanMin) {
 			names, err := p.scanVMNames(ctx, t, sess)
@@ -213,6 +221,16 @@ func (p *Prober) resolveVM(ctx context.Context, t *target, sess *conn, name stri
 			return VMPlacement{}, fmt.Errorf("%w: %q in %s", ErrNoSuchVM, name, t.name)
 		}
 		return VMPlacement{}, opError("retrieve VM", t.name, err)
+	}
+	if byName && vm.Name != name {
+		// Renamed since the scan (and another VM may have the name
+		// now): one scan at once, as above.
+		delete(c.names, name)
+		if !c.scanned.Equal(now) {
+			c.scanned = time.Time{}
+			return p.resolveVM(ctx, t, sess, name, now)
+		}
+		return VMPlacement{}, fmt.Errorf("%w: %q in %s", ErrNoSuchVM, name, t.name)
 	}
 	pl := VMPlacement{Target: t.name, ID: refs[0].Value, Name: vm.Name, At: now}
 	if vm.Config != nil {

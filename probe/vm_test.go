@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,5 +106,33 @@ func TestLookupVMRateLimited(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(p.metrics.vmScans.WithLabelValues(target)); got != 1 {
 		t.Errorf("vm_name_scans_total = %v, want 1: one scan, then the names are known for vmScanMin", got)
+	}
+}
+
+// TestLookupVMRenamed: a VM found by a name from the last scan must
+// still have that name. Renamed since, with another VM given its old
+// name, the lookup finds the other one (a scan at once), not the VM that
+// no longer has the name. Found in review.
+func TestLookupVMRenamed(t *testing.T) {
+	s := startSim(t, simOptions{model: func(m *simulator.Model) {
+		m.ClusterHost, m.Host, m.Datastore, m.Machine = 2, 1, 1, 1
+	}})
+	p := runInventory(t, s.inventoryConfig(), nil)
+	waitInventory(t, p, 0, "verified", isVerified)
+	ctx := context.Background()
+	old, err := p.LookupVM(ctx, "DC0_H0_VM0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.update(s.entity(t, "VirtualMachine", "DC0_H0_VM0"), types.PropertyChange{Name: "name", Op: types.PropertyChangeOpAssign, Val: "DC0_H0_VM0-retired"})
+	other := s.entity(t, "VirtualMachine", "DC0_C0_RP0_VM0")
+	s.update(other, types.PropertyChange{Name: "name", Op: types.PropertyChangeOpAssign, Val: "DC0_H0_VM0"})
+	p.vmTTL, p.vmScanMin = 0, time.Hour // no scan but the one the rename forces
+	pl, err := p.LookupVM(ctx, "DC0_H0_VM0")
+	if err != nil || pl.ID != other.Reference().Value || pl.ID == old.ID || pl.Name != "DC0_H0_VM0" {
+		t.Errorf("after the rename: %+v, %v; want %s (was %s)", pl, err, other.Reference().Value, old.ID)
+	}
+	if _, err := p.LookupVM(ctx, strings.Repeat("x", vmNameMax+1)); !errors.Is(err, ErrNoSuchVM) {
+		t.Errorf("an over-long name: %v, want ErrNoSuchVM without a lookup", err)
 	}
 }

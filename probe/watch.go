@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -248,6 +249,11 @@ func (p *Prober) watchOnce(ctx context.Context, t *target, c *conn) (objs *watch
 			n += recs.apply(fs.ObjectSet)
 		}
 		updates.Add(float64(n))
+		if recs.unread != "" {
+			// Not verified: a new watch, with a full retrieve, is the
+			// one way to know the state again.
+			return objs, verified, fail("wait for inventory updates", fmt.Errorf("a change linkgate does not read: %s", recs.unread))
+		}
 		if set.Truncated != nil && *set.Truncated {
 			continue // more of this version follows
 		}

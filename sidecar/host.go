@@ -37,18 +37,23 @@ type ReachSource interface {
 	Snapshot() *probe.Reachability
 }
 
-// hostLookup is where a host was found: the inventory that lists it (or,
-// when no inventory lists it, every one in doubt, which might).
+// hostLookup is where a host name was found: the inventory that lists
+// it (or, when no inventory lists it, every one in doubt, which might).
 type hostLookup struct {
 	inv   *probe.Inventory
 	host  probe.Host
 	found bool
+	// also are the other hosts of that name ("target: host-ID"), in any
+	// inventory, verified or last known: the name does not say which
+	// host is meant.
+	also []string
 	// doubt are the unverified inventories when the host is in none.
 	doubt []*probe.Inventory
 }
 
 // lookupHost finds name in invs: in a verified inventory first, else in
-// the last known state of an unverified one.
+// the last known state of an unverified one, noting every other host of
+// that name.
 func lookupHost(invs []*probe.Inventory, name string) hostLookup {
 	var l hostLookup
 	for _, verified := range []bool{true, false} {
@@ -56,13 +61,21 @@ func lookupHost(invs []*probe.Inventory, name string) hostLookup {
 			if inv == nil || inv.Verified != verified {
 				continue
 			}
-			if h, ok := inv.Host(name); ok {
-				return hostLookup{inv: inv, host: h, found: true}
-			}
-			if !verified {
+			hosts := inv.HostsNamed(name)
+			if len(hosts) == 0 && !verified {
 				l.doubt = append(l.doubt, inv)
 			}
+			for _, h := range hosts {
+				if !l.found {
+					l.inv, l.host, l.found = inv, h, true
+					continue
+				}
+				l.also = append(l.also, redact.Target(inv.Target)+": "+h.ID)
+			}
 		}
+	}
+	if l.found {
+		l.doubt = nil
 	}
 	return l
 }
@@ -140,13 +153,6 @@ func extend(v verdict, checks []CheckStatus, now time.Time) verdict {
 // while one is unverified fails closed, on inventory.
 func HostChecks(name string, invs []*probe.Inventory, statuses []probe.Status, reach func(target string) *probe.Reachability, now time.Time) (checks []CheckStatus, known bool) {
 	l := lookupHost(invs, name)
-	add := func(name, problem string, since time.Time) {
-		c := CheckStatus{CheckResult: CheckResult{Name: name, OK: problem == "", Reason: problem}, Since: since}
-		if c.Since.IsZero() {
-			c.Since = now
-		}
-		checks = append(checks, c)
-	}
 	if !l.found {
 		var problems []string
 		since := now
@@ -159,26 +165,51 @@ func HostChecks(name string, invs []*probe.Inventory, statuses []probe.Status, r
 		if len(problems) == 0 {
 			problems = append(problems, "no inventory lists the host")
 		}
-		add(CheckInventory, strings.Join(problems, "; "), since)
-		add(CheckHost, fmt.Sprintf("%q is not in the inventory", name), now)
+		checks = addCheck(checks, CheckInventory, strings.Join(problems, "; "), since, now)
+		checks = addCheck(checks, CheckHost, fmt.Sprintf("%q is not in the inventory", name), now, now)
 		return checks, len(l.doubt) > 0
 	}
-	inv := l.inv
-	if inv.Verified {
-		add(CheckInventory, "", now)
-	} else {
-		add(CheckInventory, inventoryDoubt(inv)+" (the host's state below is the last known)", inv.DoubtSince)
+	if len(l.also) > 0 {
+		// Fail closed: which host's state would be the answer?
+		checks = inventoryCheck(checks, l.inv, now)
+		checks = addCheck(checks, CheckHost, fmt.Sprintf("%d hosts are named %q (%s: %s; %s): ambiguous; the VM's gate (/ready/vm/NAME) knows which one runs it",
+			len(l.also)+1, name, redact.Target(l.inv.Target), l.host.ID, strings.Join(l.also, "; ")), now, now)
+		return checks, true
 	}
-	add(CheckVCenterTarget, targetProblem(statuses, inv.Target, now), now)
-	add(CheckHost, hostProblem(l.host), now)
+	return hostChecksIn(l.inv, l.host, statuses, reach, now), true
+}
+
+// hostChecksIn are the checks of host, as inv lists it: inventory,
+// vcenter-target, host, host-reachable (when reach has a snapshot for
+// inv's target) and datastores.
+func hostChecksIn(inv *probe.Inventory, host probe.Host, statuses []probe.Status, reach func(target string) *probe.Reachability, now time.Time) []CheckStatus {
+	checks := inventoryCheck(nil, inv, now)
+	checks = addCheck(checks, CheckVCenterTarget, targetProblem(statuses, inv.Target, now), now, now)
+	checks = addCheck(checks, CheckHost, hostProblem(host), now, now)
 	if reach != nil {
 		if snap := reach(inv.Target); snap != nil {
-			problem, since := reachProblem(snap, l.host)
-			add(CheckHostReachable, problem, since)
+			problem, since := reachProblem(snap, host)
+			checks = addCheck(checks, CheckHostReachable, problem, since, now)
 		}
 	}
-	add(CheckHostDatastores, datastoresProblem(inv, l.host), now)
-	return checks, true
+	return addCheck(checks, CheckHostDatastores, datastoresProblem(inv, host), now, now)
+}
+
+// inventoryCheck appends the inventory check of inv.
+func inventoryCheck(checks []CheckStatus, inv *probe.Inventory, now time.Time) []CheckStatus {
+	if inv.Verified {
+		return addCheck(checks, CheckInventory, "", now, now)
+	}
+	return addCheck(checks, CheckInventory, inventoryDoubt(inv)+" (the host's state below is the last known)", inv.DoubtSince, now)
+}
+
+// addCheck appends the check name, failing with problem unless it is
+// "", holding since since (now when zero).
+func addCheck(checks []CheckStatus, name, problem string, since, now time.Time) []CheckStatus {
+	if since.IsZero() {
+		since = now
+	}
+	return append(checks, CheckStatus{CheckResult: CheckResult{Name: name, OK: problem == "", Reason: problem}, Since: since})
 }
 
 // reachOf is the reachability source of target, nil when its hosts are
@@ -325,42 +356,49 @@ func (h *Handler) judgeVM(ctx context.Context, v verdict, name string, now time.
 }
 
 // VMChecks are the checks of a VM that lookupErr or pl says where it
-// runs, in this order: vm (resolved to a host of the inventory), the
-// HostChecks of that host, and vm-datastores (the VM's datastores
-// accessible). Without a host, vm alone, failing.
+// runs, in this order: vm (resolved to a host of its vCenter's
+// inventory), the checks of that host (as HostChecks, but the very host
+// the VM runs on: by its vCenter and ID, not by name), and vm-datastores
+// (the VM's datastores accessible). Without a host, vm alone, failing.
 func VMChecks(pl probe.VMPlacement, lookupErr error, invs []*probe.Inventory, statuses []probe.Status, reach func(target string) *probe.Reachability, now time.Time) []CheckStatus {
-	status := func(name, problem string) CheckStatus {
-		return CheckStatus{CheckResult: CheckResult{Name: name, OK: problem == "", Reason: problem}, Since: now}
-	}
-	var problem string
-	switch {
-	case lookupErr != nil:
-		problem = lookupErr.Error()
-	case pl.HostID == "":
-		problem = "vCenter does not say which host runs the VM"
-	case pl.Host == "":
-		problem = fmt.Sprintf("the VM runs on %s, which the inventory does not hold (filtered out, or not retrieved yet)", pl.HostID)
-	}
-	checks := []CheckStatus{status(CheckVM, problem)}
-	if problem != "" {
-		return checks
-	}
-	hc, _ := HostChecks(pl.Host, invs, statuses, reach, now)
-	checks = append(checks, hc...)
-	return append(checks, status(CheckVMDatastores, vmDatastoresProblem(invs, pl)))
-}
-
-// vmDatastoresProblem lists the VM's datastores its target's inventory
-// does not report accessible ("" when all are).
-func vmDatastoresProblem(invs []*probe.Inventory, pl probe.VMPlacement) string {
 	var inv *probe.Inventory
 	for _, i := range invs {
 		if i != nil && i.Target == pl.Target {
 			inv = i
 		}
 	}
-	if inv == nil {
-		return redact.Target(pl.Target) + ": no inventory"
+	var host probe.Host
+	var problem string
+	switch {
+	case lookupErr != nil:
+		problem = lookupErr.Error()
+	case pl.HostID == "":
+		problem = "vCenter does not say which host runs the VM"
+	case inv == nil:
+		problem = redact.Target(pl.Target) + ": no inventory"
+	default:
+		var ok bool
+		if host, ok = inv.HostByID(pl.HostID); !ok {
+			problem = fmt.Sprintf("the VM runs on %s, which the inventory does not hold (filtered out, or not retrieved yet)", pl.HostID)
+			if !inv.Verified {
+				problem += "; " + inventoryDoubt(inv)
+			}
+		}
+	}
+	checks := addCheck(nil, CheckVM, problem, now, now)
+	if problem != "" {
+		return checks
+	}
+	checks = append(checks, hostChecksIn(inv, host, statuses, reach, now)...)
+	return addCheck(checks, CheckVMDatastores, vmDatastoresProblem(inv, pl), now, now)
+}
+
+// vmDatastoresProblem lists the VM's datastores its target's inventory
+// does not report accessible ("" when all are); an unverified inventory
+// knows nothing for sure.
+func vmDatastoresProblem(inv *probe.Inventory, pl probe.VMPlacement) string {
+	if !inv.Verified {
+		return inventoryDoubt(inv)
 	}
 	return datastoresProblem(inv, probe.Host{Datastores: pl.Datastores})
 }

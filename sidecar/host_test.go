@@ -321,3 +321,72 @@ func TestReadyVM(t *testing.T) {
 		t.Errorf("lookup failing: %d %q", code, body)
 	}
 }
+
+// TestHostAndVMNotJudgedByName: a host name may be held by more than one
+// host (two vCenters, two datacenters of one). /ready/host/NAME then
+// fails closed as ambiguous, and a VM is judged on the very host it runs
+// on (its vCenter and host ID), never on another host of that name or
+// from another vCenter's inventory. Found in review: each case below
+// answered ready.
+func TestHostAndVMNotJudgedByName(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	healthy := probe.Host{ID: "host-10", Name: "esx01", ConnectionState: "connected", PowerState: "poweredOn", Datastores: []string{"datastore-1"}}
+	sick := probe.Host{ID: "host-20", Name: "esx01", ConnectionState: "connected", PowerState: "poweredOn", InMaintenance: true, Datastores: []string{"datastore-1"}}
+	ds := []probe.Datastore{{ID: "datastore-1", Name: "ds1", Accessible: true}}
+	vcA := &probe.Inventory{Target: "vc-a", Verified: true, Hosts: []probe.Host{healthy}, Datastores: ds}
+	vcB := &probe.Inventory{Target: "vc-b", Verified: true, Hosts: []probe.Host{sick}, Datastores: ds}
+	statuses := []probe.Status{vcUp(now), vcUp(now)}
+	statuses[0].Target, statuses[1].Target = "vc-a", "vc-b"
+	onB := probe.VMPlacement{Target: "vc-b", ID: "vm-1", Name: "web", HostID: "host-20", Host: "esx01", Datastores: []string{"datastore-1"}}
+	ready := func(checks []CheckStatus) bool {
+		for _, c := range checks {
+			if !c.OK {
+				return false
+			}
+		}
+		return true
+	}
+	failing := func(checks []CheckStatus) string {
+		var out []string
+		for _, c := range checks {
+			if !c.OK {
+				out = append(out, c.Name+": "+c.Reason)
+			}
+		}
+		return strings.Join(out, "; ")
+	}
+
+	// Two vCenters, both verified, the same host name: the VM runs on
+	// vc-b's, in maintenance.
+	if c := VMChecks(onB, nil, []*probe.Inventory{vcA, vcB}, statuses, nil, now); ready(c) || !strings.Contains(failing(c), "host: in maintenance mode") {
+		t.Errorf("VM on vc-b's esx01 (in maintenance): %s", failing(c))
+	}
+	if c, known := HostChecks("esx01", []*probe.Inventory{vcA, vcB}, statuses, nil, now); !known || ready(c) || !strings.Contains(failing(c), "2 hosts are named \"esx01\"") {
+		t.Errorf("/ready/host/esx01 over two vCenters: known %v, %s", known, failing(c))
+	}
+
+	// The VM's own inventory unverified, another vCenter's verified with a
+	// healthy host of that name.
+	staleB := *vcB
+	staleB.Verified, staleB.Doubt, staleB.Hosts = false, "inventory watch failed", []probe.Host{{ID: "host-20", Name: "esx01", ConnectionState: "connected", PowerState: "poweredOn", Datastores: []string{"datastore-1"}}}
+	c := VMChecks(onB, nil, []*probe.Inventory{vcA, &staleB}, statuses, nil, now)
+	if ready(c) || !strings.Contains(failing(c), "inventory: vc-b: inventory unverified") || !strings.Contains(failing(c), "vm-datastores: vc-b: inventory unverified") {
+		t.Errorf("VM whose vCenter's inventory is unverified: %s", failing(c))
+	}
+
+	// Two hosts of one name in one vCenter: the VM's is not responding.
+	both := &probe.Inventory{Target: "vc-b", Verified: true, Datastores: ds, Hosts: []probe.Host{healthy,
+		{ID: "host-20", Name: "esx01", ConnectionState: "notResponding", PowerState: "poweredOn", Datastores: []string{"datastore-1"}}}}
+	if c := VMChecks(onB, nil, []*probe.Inventory{both}, statuses[1:], nil, now); ready(c) || !strings.Contains(failing(c), "host: connection state notResponding") {
+		t.Errorf("VM on the sick one of two esx01: %s", failing(c))
+	}
+	if c, _ := HostChecks("esx01", []*probe.Inventory{both}, statuses[1:], nil, now); ready(c) || !strings.Contains(failing(c), "ambiguous") {
+		t.Errorf("/ready/host/esx01 with two in one vCenter: %s", failing(c))
+	}
+	// The healthy VM placement on vc-a's esx01 is ready.
+	onA := onB
+	onA.Target, onA.HostID = "vc-a", "host-10"
+	if c := VMChecks(onA, nil, []*probe.Inventory{vcA, vcB}, statuses, nil, now); !ready(c) {
+		t.Errorf("VM on vc-a's healthy esx01: %s", failing(c))
+	}
+}

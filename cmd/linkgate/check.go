@@ -192,23 +192,31 @@ func (c *checkCmd) hostFacts(ctx context.Context, env *runEnv) (hostFacts, error
 	f.statuses, _ = prober.Status()
 	f.invs, _ = prober.Inventory()
 
-	name := c.Host
 	if c.VM != "" {
 		f.vm, f.vmErr = prober.LookupVM(ctx, c.VM)
-		name = f.vm.Host
+	}
+	// The hosts to judge, per target: the VM's own (by its vCenter and
+	// ID, as VMChecks judges it), or every host of the name.
+	judged := map[string]probe.Host{}
+	for _, inv := range f.invs {
+		switch {
+		case c.VM != "":
+			if f.vm.Target == inv.Target {
+				if h, ok := inv.HostByID(f.vm.HostID); ok {
+					judged[inv.Target] = h
+				}
+			}
+		default:
+			if hs := inv.HostsNamed(c.Host); len(hs) > 0 {
+				judged[inv.Target] = hs[0]
+			}
+		}
 	}
 
 	// The host's ports, once, if its inventory says it is connected.
 	reaches := map[string]*probe.Reachability{}
-	for _, inv := range f.invs {
-		if name == "" {
-			break
-		}
-		h, ok := inv.Host(name)
-		if !ok {
-			continue
-		}
-		o, err := c.reachOptions(env, inv.Target)
+	for target, h := range judged {
+		o, err := c.reachOptions(env, target)
 		if err != nil || o == nil {
 			return f, err
 		}
@@ -220,8 +228,7 @@ func (c *checkCmd) hostFacts(ctx context.Context, env *runEnv) (hostFacts, error
 		if h.ConnectionState == "connected" {
 			hosts = []string{h.Name}
 		}
-		reaches[inv.Target] = probeReachOnce(ctx, r, hosts)
-		break
+		reaches[target] = probeReachOnce(ctx, r, hosts)
 	}
 	f.reach = func(target string) *probe.Reachability { return reaches[target] }
 	return f, nil
