@@ -283,6 +283,8 @@ type verdict struct {
 	// poll, when set, is how soon to look again without a signal (a VM
 	// may move without one).
 	poll time.Duration
+	// noSuchVM says the VM judged is in no vCenter (404).
+	noSuchVM bool
 }
 
 // judge derives the answer for one check (single, undamped), for the whole

@@ -335,22 +335,13 @@ type VMSource interface {
 // no signal announces (the VM's placement is cached about as long).
 const vmRecheck = 5 * time.Second
 
-// vmKnown says whether /ready/vm/NAME has a VM to judge: any answer but
-// "no such VM" (a failed lookup fails closed, with its reason).
-func (h *Handler) vmKnown(ctx context.Context, name string) bool {
-	if h.vms == nil || name == "" {
-		return false
-	}
-	_, err := h.vms.LookupVM(ctx, name)
-	return !errors.Is(err, probe.ErrNoSuchVM)
-}
-
 // judgeVM extends v, the gate's verdict, with the checks of the VM name
 // (VMChecks), looked up now (the source caches it briefly). A long-poll
 // looks again every vmRecheck: a VM moves without a signal.
 func (h *Handler) judgeVM(ctx context.Context, v verdict, name string, now time.Time) verdict {
 	v.poll = vmRecheck
 	pl, err := h.vms.LookupVM(ctx, name)
+	v.noSuchVM = errors.Is(err, probe.ErrNoSuchVM)
 	invs, statuses, reach := h.sources(&v)
 	return extend(v, VMChecks(pl, err, invs, statuses, reach, now), now)
 }

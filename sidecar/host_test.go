@@ -224,14 +224,16 @@ func TestReadyHostWithoutInventory(t *testing.T) {
 
 // fakeVMs is a VMSource the test sets.
 type fakeVMs struct {
-	mu  sync.Mutex
-	vms map[string]probe.VMPlacement
-	err error
+	mu    sync.Mutex
+	vms   map[string]probe.VMPlacement
+	err   error
+	calls int
 }
 
 func (f *fakeVMs) LookupVM(_ context.Context, name string) (probe.VMPlacement, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	if f.err != nil {
 		return probe.VMPlacement{}, f.err
 	}
@@ -316,9 +318,15 @@ func TestReadyVM(t *testing.T) {
 	// A lookup that fails is not a 404: fail closed.
 	vms.mu.Lock()
 	vms.err = errors.New("vc.example: no vCenter session to look the VM up over")
+	vms.calls = 0
 	vms.mu.Unlock()
 	if code, body := get(t, h, "/ready/vm/web1?verbose"); code != 503 || !strings.Contains(body, "[-]vm failed: vc.example: no vCenter session") {
 		t.Errorf("lookup failing: %d %q", code, body)
+	}
+	// One lookup per request: a failing one is not cached, and each asks
+	// vCenter (or takes a token of its rate limit).
+	if vms.calls != 1 {
+		t.Errorf("%d lookups for one request, want 1", vms.calls)
 	}
 }
 

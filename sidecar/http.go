@@ -149,10 +149,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveReady(w, r, "", subject{})
 	case strings.HasPrefix(p, "/ready/vm/"):
 		name := strings.TrimPrefix(p, "/ready/vm/")
-		if !h.vmKnown(r.Context(), name) {
+		if h.vms == nil || name == "" {
 			http.Error(w, fmt.Sprintf("no such VM in vCenter: %q", name), http.StatusNotFound)
 			return
 		}
+		// A VM no vCenter has is a 404, found by the verdict's own lookup
+		// (one lookup per request, not one to decide and one to judge).
 		h.serveReady(w, r, "", subject{vm: name})
 	case strings.HasPrefix(p, "/ready/host/"):
 		name := strings.TrimPrefix(p, "/ready/host/")
@@ -256,6 +258,10 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 		return v
 	}
 	v := look()
+	if v.noSuchVM {
+		http.Error(w, fmt.Sprintf("no such VM in vCenter: %q", subj.vm), http.StatusNotFound)
+		return
+	}
 	if wait > 0 && !v.ready && !h.closed() {
 		select {
 		case h.waiters <- struct{}{}:
