@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/vim25/types"
@@ -56,6 +57,12 @@ type Host struct {
 	// ConnectionState is runtime.connectionState: connected,
 	// disconnected or notResponding ("" if unknown).
 	ConnectionState string
+	// Connected is a stamp of the host's current connection, 0 while
+	// it is not connected: it changes each time this linkgate sees the
+	// host connect (or first sees it connected, in each new watch), so
+	// that a disconnection and reconnection between two looks is still
+	// told from an unbroken connection. Stamps are unique in the process.
+	Connected uint64
 	// InMaintenance is runtime.inMaintenanceMode.
 	InMaintenance bool
 	// PowerState is runtime.powerState: poweredOn, poweredOff, standBy
@@ -187,6 +194,9 @@ var (
 	datastoreProps = []string{propName, propAccessible, propType}
 )
 
+// connectionStamps issues Host.Connected.
+var connectionStamps atomic.Uint64
+
 // records is the inventory of one watch as its updates build it: every
 // host and datastore in the view, kept or not, by ID. It belongs to one
 // goroutine; snapshot turns it into the immutable lists of an Inventory,
@@ -272,7 +282,14 @@ func (r *records) applyHost(id string, u *types.ObjectUpdate) {
 			h.keep = h.Name != "" && r.filter.keep(h.Name)
 			r.structural = true
 		case propConnection:
+			was := h.ConnectionState
 			h.ConnectionState = stringValue(c.Val, removed)
+			switch connected := string(types.HostSystemConnectionStateConnected); {
+			case h.ConnectionState != connected:
+				h.Connected = 0
+			case was != connected || h.Connected == 0:
+				h.Connected = connectionStamps.Add(1)
+			}
 		case propMaintenance:
 			h.InMaintenance = boolValue(c.Val, removed)
 		case propPower:

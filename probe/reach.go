@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -235,6 +236,7 @@ type Reach struct {
 
 	mu      sync.Mutex
 	want    []string            // the hosts of the last SetHosts, sorted
+	stamps  map[string]uint64   // their connection stamps (SetConnected)
 	fresh   map[string]bool     // hosts added by SetHosts since the loop last looked
 	snap    *Reachability       // the current snapshot
 	errs    map[string]errCount // failed probes per host, for the metrics
@@ -270,23 +272,39 @@ func NewReach(o ReachOptions, network Network) (*Reach, error) {
 // SetHosts replaces the set of hosts to probe (duplicates and empty names
 // are ignored). A host new to the set is probed at once, with no result
 // kept from an earlier time in the set: a host that reconnects in vCenter
-// leaves the set and comes back. Hosts that leave drop out of the
-// snapshot and the metrics. It may be called at any time, before Run
-// too.
+// leaves the set and comes back (or, with SetConnected, gets a new
+// stamp). Hosts that leave drop out of the snapshot and the metrics. It
+// may be called at any time, before Run too.
 func (r *Reach) SetHosts(hosts []string) {
-	want := slices.DeleteFunc(slices.Clone(hosts), func(h string) bool { return h == "" })
+	stamps := make(map[string]uint64, len(hosts))
+	for _, h := range hosts {
+		stamps[h] = 0
+	}
+	r.SetConnected(stamps)
+}
+
+// SetConnected is SetHosts for the hosts of stamps, each with the stamp
+// of its connection (Host.Connected): a host whose stamp changed since
+// the last call reconnected, even if no call saw it disconnected, and is
+// probed at once, afresh.
+func (r *Reach) SetConnected(stamps map[string]uint64) {
+	want := make([]string, 0, len(stamps))
+	for h := range stamps {
+		if h != "" {
+			want = append(want, h)
+		}
+	}
 	slices.Sort(want)
-	want = slices.Compact(want)
 	r.mu.Lock()
 	for _, h := range want {
-		if _, ok := slices.BinarySearch(r.want, h); !ok {
+		if old, ok := r.stamps[h]; !ok || old != stamps[h] {
 			if r.fresh == nil {
 				r.fresh = map[string]bool{}
 			}
 			r.fresh[h] = true
 		}
 	}
-	r.want = want
+	r.want, r.stamps = want, maps.Clone(stamps)
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:

@@ -474,6 +474,28 @@ func TestReachCadence(t *testing.T) {
 	d.wait(t, "second round of the new host", func(d *fakeDialer) bool { return d.dials["esx-gone.example:443"] == 2 })
 }
 
+// TestReachReconnectStamp: a host whose connection stamp changed
+// reconnected, even though no SetConnected saw it gone: it is probed at
+// once, afresh; the same stamp again probes nothing.
+func TestReachReconnectStamp(t *testing.T) {
+	clk := newFakeClock()
+	d := newFakeDialer()
+	o := reachOptions(t, clk, 443)
+	o.Dialer = d.dial
+	r := startReach(t, o, nil)
+	r.SetConnected(map[string]uint64{"esx-a": 7, "esx-b": 8})
+	waitReach(t, r, "first round", checked("esx-a", "esx-b"))
+	clk.WaitTimer(t, epoch.Add(30*time.Second), guard)
+
+	r.SetConnected(map[string]uint64{"esx-a": 7, "esx-b": 8}) // unchanged
+	r.SetConnected(map[string]uint64{"esx-a": 7, "esx-b": 9}) // esx-b reconnected
+	d.wait(t, "esx-b probed again at once", func(d *fakeDialer) bool { return d.dials["esx-b:443"] == 2 })
+	waitReach(t, r, "esx-b afresh", checked("esx-b"))
+	if n := d.count("esx-a:443"); n != 1 {
+		t.Errorf("esx-a dialed %d times, want 1: its connection did not change", n)
+	}
+}
+
 // TestReachJitter: each round waits Interval ±25%, by the jitter draw.
 func TestReachJitter(t *testing.T) {
 	for _, c := range []struct {

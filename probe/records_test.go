@@ -75,7 +75,10 @@ func TestRecordsDecodeAndMissing(t *testing.T) {
 	if over != "" || len(hosts) != 1 || len(dss) != 2 {
 		t.Fatalf("snapshot %+v %+v %q", hosts, dss, over)
 	}
-	want := Host{ID: "host-1", Name: "esx1", ConnectionState: "connected", PowerState: "poweredOn", Datastores: []string{"ds-1", "ds-2"}}
+	want := Host{ID: "host-1", Name: "esx1", ConnectionState: "connected", Connected: hosts[0].Connected, PowerState: "poweredOn", Datastores: []string{"ds-1", "ds-2"}}
+	if hosts[0].Connected == 0 {
+		t.Errorf("a connected host without a connection stamp: %+v", hosts[0])
+	}
 	if !reflect.DeepEqual(hosts[0], want) {
 		t.Errorf("host %+v, want %+v (datastores sorted, without duplicates)", hosts[0], want)
 	}
@@ -112,6 +115,38 @@ func TestRecordsDecodeAndMissing(t *testing.T) {
 	r.apply([]types.ObjectUpdate{modifyUpdate("HostSystem", "host-1", types.PropertyChange{Name: `datastore["ds-3"]`, Op: types.PropertyChangeOpAdd, Val: moRef("Datastore", "ds-3")})})
 	if r.unread != `HostSystem datastore["ds-3"]` {
 		t.Errorf("unread %q after an element-level change", r.unread)
+	}
+}
+
+// TestRecordsConnectionStamps: a host's connection stamp holds while it
+// stays connected, is 0 while it is not, and is new after each
+// reconnection, so that a reconnection is told apart even by whoever
+// missed the disconnected state between.
+func TestRecordsConnectionStamps(t *testing.T) {
+	r := newRecords(hostFilter{}, 10, 10)
+	stamp := func(changes ...types.PropertyChange) uint64 {
+		t.Helper()
+		r.apply([]types.ObjectUpdate{modifyUpdate("HostSystem", "host-1", changes...)})
+		hosts, _, _ := r.snapshot()
+		return hosts[0].Connected
+	}
+	r.apply([]types.ObjectUpdate{hostEnter("host-1", "esx1")})
+	first := stamp()
+	if first == 0 {
+		t.Fatal("connected host without a stamp")
+	}
+	if s := stamp(assign(propMaintenance, true)); s != first {
+		t.Errorf("stamp %d after a maintenance change, want %d kept", s, first)
+	}
+	if s := stamp(assign(propConnection, types.HostSystemConnectionStateConnected)); s != first {
+		t.Errorf("stamp %d after connected again without a break, want %d kept", s, first)
+	}
+	if s := stamp(assign(propConnection, types.HostSystemConnectionStateNotResponding)); s != 0 {
+		t.Errorf("stamp %d while not responding, want 0", s)
+	}
+	// Disconnected and connected again within one update: a new stamp.
+	if s := stamp(assign(propConnection, types.HostSystemConnectionStateDisconnected), assign(propConnection, types.HostSystemConnectionStateConnected)); s == 0 || s == first {
+		t.Errorf("stamp %d after a reconnection, want a new one (was %d)", s, first)
 	}
 }
 

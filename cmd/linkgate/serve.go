@@ -154,7 +154,7 @@ func (rs reaches) follow(prober *probe.Prober) func(context.Context) error {
 			invs, changed := prober.Inventory()
 			for i, inv := range invs {
 				if i < len(rs) && inv.Verified {
-					rs[i].SetHosts(connectedHosts(inv))
+					rs[i].SetConnected(connectedHosts(inv))
 				}
 			}
 			select {
@@ -166,16 +166,17 @@ func (rs reaches) follow(prober *probe.Prober) func(context.Context) error {
 	}
 }
 
-// connectedHosts are the names of inv's hosts vCenter has connected: the
-// ones a migration may read from.
-func connectedHosts(inv *probe.Inventory) []string {
-	var names []string
+// connectedHosts are inv's hosts vCenter has connected (the ones a
+// migration may read from), with the stamps of their connections: a
+// host that reconnected between two looks is probed anew.
+func connectedHosts(inv *probe.Inventory) map[string]uint64 {
+	hosts := map[string]uint64{}
 	for _, h := range inv.Hosts {
 		if h.ConnectionState == "connected" {
-			names = append(names, h.Name)
+			hosts[h.Name] = h.Connected
 		}
 	}
-	return names
+	return hosts
 }
 
 // notifySystemd is the part that, once listening and holding the first
