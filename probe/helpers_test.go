@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/pem"
 	"log/slog"
@@ -281,25 +280,7 @@ func runProber(t *testing.T, clk *fakeclock.Clock, cfg Config, network Network, 
 // return.
 func running(t testing.TB, p *Prober) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(guard):
-				t.Errorf("Run did not return within %v of cancel", guard)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.Run(t, guard, p.Run)
 }
 
 // waitStatus waits until cond holds for target i, failing after guard.

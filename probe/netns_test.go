@@ -10,6 +10,7 @@ import (
 
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/testkit"
 )
 
 // TestNetnsLinkDownPausesAndResumes puts vCenter in network namespace A
@@ -40,15 +41,7 @@ func TestNetnsLinkDownPausesAndResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	collected := make(chan error, 1)
-	go func() { collected <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-collected; err != nil {
-			t.Errorf("collector: %v", err)
-		}
-	})
+	testkit.Run(t, guard, c.Run)
 	select {
 	case <-c.Synced():
 	case <-time.After(guard):

@@ -18,6 +18,7 @@ import (
 	"github.com/linkgate/linkgate/internal/clock/fakeclock"
 	"github.com/linkgate/linkgate/internal/netnstest"
 	"github.com/linkgate/linkgate/internal/promtooltest"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
@@ -43,20 +44,7 @@ func startReach(t *testing.T, o ReachOptions, network Network) *Reach {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(guard):
-			t.Errorf("Run did not return within %v of cancel", guard)
-		}
-	})
+	testkit.Run(t, guard, r.Run)
 	return r
 }
 

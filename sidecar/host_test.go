@@ -191,16 +191,7 @@ func TestReadyHostLongPoll(t *testing.T) {
 	waitState(t, g, "ready", isReady)
 
 	resp := make(chan int, 1)
-	go func() {
-		r, err := srv.Client().Get(srv.URL + "/ready/host/esx1?wait=1h")
-		if err != nil {
-			t.Error(err)
-			resp <- 0
-			return
-		}
-		r.Body.Close()
-		resp <- r.StatusCode
-	}()
+	go func() { resp <- fetch(t, srv, "/ready/host/esx1?wait=1h") }()
 	recv(t, waiting, "long-poll parked")
 	select {
 	case code := <-resp:
@@ -287,16 +278,7 @@ func TestReadyVM(t *testing.T) {
 	// A long-poll follows the VM to another host without a signal.
 	vms.set("web2", probe.VMPlacement{Target: "vc.example", ID: "vm-4", Name: "web2", HostID: "host-2", Host: "esx2", Datastores: []string{"datastore-1"}})
 	resp := make(chan int, 1)
-	go func() {
-		r, err := srv.Client().Get(srv.URL + "/ready/vm/web2?wait=1h")
-		if err != nil {
-			t.Error(err)
-			resp <- 0
-			return
-		}
-		r.Body.Close()
-		resp <- r.StatusCode
-	}()
+	go func() { resp <- fetch(t, srv, "/ready/vm/web2?wait=1h") }()
 	recv(t, waiting, "long-poll parked")
 	vms.set("web2", probe.VMPlacement{Target: "vc.example", ID: "vm-4", Name: "web2", HostID: "host-1", Host: "esx1", Datastores: []string{"datastore-1"}})
 	deadline := time.Now().Add(hang)

@@ -107,16 +107,7 @@ func TestExcludeKeepsDamping(t *testing.T) {
 
 	// A long-poll with the exclusion wakes at its own damping deadline.
 	resp := make(chan int, 1)
-	go func() {
-		r, err := srv.Client().Get(srv.URL + "/ready?exclude=vcenter&wait=1h")
-		if err != nil {
-			t.Error(err)
-			resp <- 0
-			return
-		}
-		r.Body.Close()
-		resp <- r.StatusCode
-	}()
+	go func() { resp <- fetch(t, srv, "/ready?exclude=vcenter&wait=1h") }()
 	recv(t, waiting, "long-poll parked")
 	clk.WaitTimer(t, t0.Add(10*time.Second), hang)
 	clk.Advance(10 * time.Second)

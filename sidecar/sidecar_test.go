@@ -92,14 +92,7 @@ func startGate(t *testing.T, opts GateOptions) *Gate {
 // run starts fn in a goroutine and, at cleanup, cancels it and waits.
 func run(t *testing.T, fn func(context.Context) error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := fn(ctx); err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	testkit.Run(t, hang, fn)
 }
 
 // waitState follows the gate's change signal until cond holds.

@@ -5,6 +5,7 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -112,4 +113,30 @@ func BuildLinkgate(t testing.TB) string {
 	}
 	t.Logf("built linkgate in %v", time.Since(start).Round(time.Millisecond))
 	return bin
+}
+
+// Run runs fn (a part's Run) until stop is called or the test ends,
+// whichever is first; it fails the test if fn returns an error, or does
+// not return within guard of being cancelled.
+func Run(t testing.TB, guard time.Duration, fn func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(guard):
+				t.Errorf("Run did not return within %v of cancel", guard)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
