@@ -324,17 +324,7 @@ func TestReachLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var accepting sync.WaitGroup
-	accepting.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	})
-	t.Cleanup(func() { _ = ln.Close(); accepting.Wait() })
+	testkit.AcceptAll(t, ln)
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -658,8 +648,6 @@ func TestReachNetns(t *testing.T) {
 	const ok, refusing, cut = "10.99.2.1", "10.99.2.2", "10.99.3.1"
 	ports := []int{443, 902}
 
-	var accepting sync.WaitGroup
-	t.Cleanup(accepting.Wait) // after the listeners close: cleanups run last first
 	for _, host := range []string{ok, cut} {
 		for _, p := range ports {
 			var ln net.Listener
@@ -670,16 +658,7 @@ func TestReachNetns(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			accepting.Go(func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					_ = c.Close()
-				}
-			})
-			t.Cleanup(func() { _ = ln.Close() })
+			testkit.AcceptAll(t, ln)
 		}
 	}
 

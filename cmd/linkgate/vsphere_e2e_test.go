@@ -8,12 +8,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/linkgate/linkgate/internal/vcsim"
 	"github.com/linkgate/linkgate/probe"
 	"github.com/vmware/govmomi/simulator"
@@ -206,20 +206,7 @@ func nsListener(t *testing.T, ns *netnstest.NS, addr string) *atomic.Int64 {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	n := new(atomic.Int64)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			c.Close()
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return n
+	return testkit.AcceptAll(t, ln)
 }
 
 // nsDialer dials from inside ns, counting the dials.

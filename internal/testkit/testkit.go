@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -139,4 +140,24 @@ func Run(t testing.TB, guard time.Duration, fn func(context.Context) error) (sto
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// AcceptAll accepts connections on ln and closes each at once until the
+// test ends (a port that answers, nothing more), then closes ln and
+// waits. It returns the count of connections accepted.
+func AcceptAll(t testing.TB, ln net.Listener) *atomic.Int64 {
+	n := new(atomic.Int64)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			_ = c.Close()
+		}
+	})
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	return n
 }

@@ -3,7 +3,6 @@ package soak
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,20 +30,9 @@ type sidecar struct {
 	exit   error
 }
 
-// freePort returns a loopback address nothing listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startSidecar(t *testing.T, bin string, args ...string) *sidecar {
 	t.Helper()
-	addr := freePort(t)
+	addr := testkit.ClosedAddr(t)
 	s := &sidecar{t: t, base: "http://" + addr, stdout: new(testkit.Buffer), stderr: new(testkit.Buffer), done: make(chan struct{})}
 	s.cmd = exec.Command(bin, append([]string{"sidecar", "--web.listen-address=" + addr}, args...)...)
 	// Nothing of the test's environment: no LINKGATE_* variable leaks in.
