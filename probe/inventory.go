@@ -92,15 +92,6 @@ type Datastore struct {
 	Missing []string
 }
 
-// Host returns the first host named name.
-func (inv *Inventory) Host(name string) (Host, bool) {
-	i, ok := slices.BinarySearchFunc(inv.Hosts, name, func(h Host, n string) int { return cmp.Compare(h.Name, n) })
-	if !ok {
-		return Host{}, false
-	}
-	return inv.Hosts[i], true
-}
-
 // HostsNamed returns the hosts named name: vCenter may hold more than
 // one (in different datacenters), told apart by ID.
 func (inv *Inventory) HostsNamed(name string) []Host {

@@ -155,13 +155,13 @@ func TestInventoryFollowsChanges(t *testing.T) {
 		cond   func(*Inventory) bool
 	}{
 		{"disconnected", host, types.PropertyChange{Name: "runtime.connectionState", Val: types.HostSystemConnectionStateDisconnected},
-			func(inv *Inventory) bool { h, _ := inv.Host("DC0_C0_H1"); return h.ConnectionState == "disconnected" }},
+			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.ConnectionState == "disconnected" }},
 		{"not responding", host, types.PropertyChange{Name: "runtime.connectionState", Val: types.HostSystemConnectionStateNotResponding},
-			func(inv *Inventory) bool { h, _ := inv.Host("DC0_C0_H1"); return h.ConnectionState == "notResponding" }},
+			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.ConnectionState == "notResponding" }},
 		{"in maintenance", host, types.PropertyChange{Name: "runtime.inMaintenanceMode", Val: true},
-			func(inv *Inventory) bool { h, _ := inv.Host("DC0_C0_H1"); return h.InMaintenance }},
+			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.InMaintenance }},
 		{"standby", host, types.PropertyChange{Name: "runtime.powerState", Val: types.HostSystemPowerStateStandBy},
-			func(inv *Inventory) bool { h, _ := inv.Host("DC0_C0_H1"); return h.PowerState == "standBy" }},
+			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.PowerState == "standBy" }},
 		{"datastore inaccessible", ds, types.PropertyChange{Name: "summary.accessible", Val: false},
 			func(inv *Inventory) bool { d, _ := inv.Datastore(ds.Reference().Value); return !d.Accessible }},
 	} {
@@ -220,7 +220,7 @@ func TestInventoryFollowsChanges(t *testing.T) {
 	s.removeEntity(host)
 	s.removeEntity(ds)
 	inv = waitInventory(t, p, 0, "host and datastore gone", func(inv *Inventory) bool {
-		_, h := inv.Host("DC0_C0_H1")
+		_, h := hostNamed(inv, "DC0_C0_H1")
 		d, _ := inv.Datastore(ds.Reference().Value)
 		return inv.Verified && !h && d.Name == ""
 	})
@@ -285,7 +285,7 @@ func TestInventorySessionExpiry(t *testing.T) {
 	// And it is a watch again: a change arrives.
 	s.update(s.entity(t, "HostSystem", "DC0_H0"), types.PropertyChange{Name: "runtime.inMaintenanceMode", Val: true})
 	waitInventory(t, p, 0, "a change over the new session", func(inv *Inventory) bool {
-		h, _ := inv.Host("DC0_H0")
+		h, _ := hostNamed(inv, "DC0_H0")
 		return inv.Verified && h.InMaintenance
 	})
 }
@@ -302,7 +302,7 @@ func TestInventorySimulatorRestart(t *testing.T) {
 	waitInventory(t, p, 0, "first verified inventory", isVerified)
 	s.update(s.entity(t, "HostSystem", "DC0_C0_H2"), types.PropertyChange{Name: "runtime.inMaintenanceMode", Val: true})
 	before := waitInventory(t, p, 0, "host in maintenance", func(inv *Inventory) bool {
-		h, _ := inv.Host("DC0_C0_H2")
+		h, _ := hostNamed(inv, "DC0_C0_H2")
 		return inv.Verified && h.InMaintenance
 	})
 
@@ -310,7 +310,7 @@ func TestInventorySimulatorRestart(t *testing.T) {
 	lost := waitInventory(t, p, 0, "unverified after the restart", func(inv *Inventory) bool { return !inv.Verified })
 	t.Logf("doubt: %s", lost.Doubt)
 	after := waitInventory(t, p, 0, "verified from the restarted vCenter", func(inv *Inventory) bool {
-		h, _ := inv.Host("DC0_C0_H2")
+		h, _ := hostNamed(inv, "DC0_C0_H2")
 		return inv.Verified && !h.InMaintenance
 	})
 	if len(after.Hosts) != len(before.Hosts) || len(after.Datastores) != len(before.Datastores) {
@@ -339,7 +339,7 @@ func TestInventoryNetworkPause(t *testing.T) {
 	s.update(s.entity(t, "HostSystem", "DC0_C0_H0"), types.PropertyChange{Name: "runtime.connectionState", Val: types.HostSystemConnectionStateDisconnected})
 	network.set(true)
 	waitInventory(t, p, 0, "verified with the change made during the outage", func(inv *Inventory) bool {
-		h, _ := inv.Host("DC0_C0_H0")
+		h, _ := hostNamed(inv, "DC0_C0_H0")
 		return inv.Verified && h.ConnectionState == "disconnected"
 	})
 	if got := metricValue(t, p, "linkgate_vcenter_logins_total", "result", "success"); got != 1 {
@@ -457,4 +457,14 @@ func TestInventoryBounds(t *testing.T) {
 			t.Errorf("filtered: %s", inv)
 		}
 	})
+}
+
+// hostNamed is the one host named name in inv (the test models name
+// every host once).
+func hostNamed(inv *Inventory, name string) (Host, bool) {
+	hs := inv.HostsNamed(name)
+	if len(hs) != 1 {
+		return Host{}, false
+	}
+	return hs[0], true
 }

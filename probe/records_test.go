@@ -333,8 +333,15 @@ linkgate_vsphere_inventory_verified{target="vc.example:443"} 1
 	if inv, _ := p.Inventory(); inv[0].Version != 1 {
 		t.Errorf("version %d after one publication", inv[0].Version)
 	}
-	if h, ok := (&Inventory{Hosts: []Host{{Name: "a"}, {ID: "x", Name: "b"}, {ID: "y", Name: "b"}}}).Host("b"); !ok || h.ID != "x" {
-		t.Errorf("Host finds %+v, %v; want the first of that name", h, ok)
+	inv := &Inventory{Hosts: []Host{{Name: "a"}, {ID: "x", Name: "b"}, {ID: "y", Name: "b"}, {ID: "z", Name: "c"}}}
+	if hs := inv.HostsNamed("b"); len(hs) != 2 || hs[0].ID != "x" || hs[1].ID != "y" {
+		t.Errorf("HostsNamed(b) = %+v, want both of that name", hs)
+	}
+	if hs := inv.HostsNamed("bb"); len(hs) != 0 {
+		t.Errorf("HostsNamed(bb) = %+v, want none", hs)
+	}
+	if h, ok := inv.HostByID("z"); !ok || h.Name != "c" {
+		t.Errorf("HostByID(z) = %+v, %v", h, ok)
 	}
 }
 

@@ -275,13 +275,12 @@ func BenchmarkHostChangeToReady(b *testing.B) {
 		b.Run(tc.name+"Inventory", func(b *testing.B) {
 			p := runProber(b, env)
 			awaitInventory(b, p, time.Now(), time.Minute, func(inv *probe.Inventory) bool {
-				_, ok := inv.Host(hosts[0])
-				return inv.Verified && ok
+				return inv.Verified && len(inv.HostsNamed(hosts[0])) == 1
 			})
 			toggle(b, sim, hosts, tc.change, func(host string, out bool, start time.Time) time.Duration {
 				return awaitInventory(b, p, start, 30*time.Second, func(inv *probe.Inventory) bool {
-					h, ok := inv.Host(host)
-					return ok && tc.is(h, out)
+					hs := inv.HostsNamed(host)
+					return len(hs) == 1 && tc.is(hs[0], out)
 				})
 			})
 		})
