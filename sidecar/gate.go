@@ -176,9 +176,11 @@ const maxEvalLag = time.Second
 // request in that moment would be answered from the state before, e.g.
 // ready just after the collector saw the required link go down. fresh is
 // false when the gate has not caught up within maxEvalLag (or ctx ends):
-// the answer must then not be "ready". A gate that is not running answers
-// at once.
-func (g *Gate) Current(ctx context.Context) (st *State, fresh bool) {
+// the answer must then not be "ready", and evaluated is closed when the
+// gate next finishes an evaluation (a long-poll looks again then: the
+// late evaluation may publish no new State). A gate that is not running
+// answers at once.
+func (g *Gate) Current(ctx context.Context) (st *State, fresh bool, evaluated <-chan struct{}) {
 	want := g.snaps.Snapshot().Version
 	var limit *time.Timer // real time: evaluation lag is not the gate's clock
 	defer func() {
@@ -188,10 +190,10 @@ func (g *Gate) Current(ctx context.Context) (st *State, fresh bool) {
 	}()
 	for {
 		g.evalMu.Lock()
-		done, evaluated := g.evalDone, g.evaluated
+		done, version := g.evalDone, g.evaluated
 		g.evalMu.Unlock()
-		if evaluated >= want || !g.running.Load() {
-			return g.State(), true
+		if version >= want || !g.running.Load() {
+			return g.State(), true, nil
 		}
 		if limit == nil {
 			limit = time.NewTimer(maxEvalLag)
@@ -199,9 +201,9 @@ func (g *Gate) Current(ctx context.Context) (st *State, fresh bool) {
 		select {
 		case <-done:
 		case <-limit.C:
-			return g.State(), false
+			return g.State(), false, done
 		case <-ctx.Done():
-			return g.State(), false
+			return g.State(), false, done
 		}
 	}
 }
@@ -276,10 +278,11 @@ type verdict struct {
 	checks   []CheckStatus
 	excluded map[string]bool
 	damped   bool // readyAt comes from this request's exclusions
-	// wake are the channels of the other sources a host verdict read
-	// (inventory, vCenter, reachability), closed when it may change; nil
+	// wake are the channels of the other sources a verdict read, closed
+	// when it may change: a host verdict's inventory, vCenter and
+	// reachability, and, while lagging, the gate's next evaluation. Nil
 	// ones never fire.
-	wake [3]<-chan struct{}
+	wake [4]<-chan struct{}
 	// poll, when set, is how soon to look again without a signal (a VM
 	// may move without one).
 	poll time.Duration

@@ -243,7 +243,7 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 	// Every answer is judged from a state no older than the kernel state
 	// current when it is looked at (Gate.Current).
 	look := func() verdict {
-		st, fresh := h.gate.Current(r.Context())
+		st, fresh, evaluated := h.gate.Current(r.Context())
 		now := h.clock.Now()
 		v := h.gate.judge(st, single, excluded, now)
 		switch {
@@ -254,6 +254,7 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 		}
 		if !fresh {
 			v.ready, v.lagging = false, true
+			v.wake[3] = evaluated
 		}
 		return v
 	}
@@ -275,7 +276,7 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 		rc := http.NewResponseController(w)
 		_ = rc.SetWriteDeadline(time.Now().Add(wait + h.opts.WriteTimeout))
 		var stay bool
-		if v, stay = h.await(r, look, wait); !stay {
+		if v, stay = h.await(r, look, v, wait); !stay {
 			return
 		}
 	}
@@ -283,15 +284,15 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 	h.respond(w, r, v, verbose, unknown)
 }
 
-// await long-polls: it returns the verdict once it is ready, the wait has
+// await long-polls from v, the verdict just looked at (its channels say
+// when to look again): it returns the verdict once it is ready, the wait has
 // ended or the handler is closed; stay is false when the client has left.
-func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration) (verdict, bool) {
+func (h *Handler) await(r *http.Request, look func() verdict, v verdict, wait time.Duration) (verdict, bool) {
 	deadline := h.clock.NewTimer(wait)
 	defer deadline.Stop()
 	if h.onWait != nil {
 		h.onWait()
 	}
-	v := look()
 	for ; !v.ready; v = look() {
 		// With exclusions the damping deadline is this request's own:
 		// the gate publishes nothing when it passes.
@@ -313,6 +314,7 @@ func (h *Handler) await(r *http.Request, look func() verdict, wait time.Duration
 		case <-v.wake[0]:
 		case <-v.wake[1]:
 		case <-v.wake[2]:
+		case <-v.wake[3]:
 		case <-dampC:
 		case <-pollC:
 		case <-deadline.C():

@@ -449,4 +449,24 @@ func TestReadyNeverPredatesSnapshot(t *testing.T) {
 	if code, _ := get(t, h, "/ready"); code != http.StatusOK {
 		t.Errorf("/ready once the gate caught up: %d, want 200", code)
 	}
+
+	// A long-poll parked on a lagging gate wakes when the late evaluation
+	// ends, even though it publishes no new State (an address changes
+	// nothing the checks read). Found in review: it slept to its deadline.
+	waiting := make(chan struct{}, 1)
+	h.onWait = func() { waiting <- struct{}{} }
+	hold.Store(true)
+	a.IP(t, "addr", "add", "10.99.9.1/24", "dev", "va")
+	waitSnapshot(t, col, "address added", func(s *collector.Snapshot) bool {
+		l, ok := s.LinkByName("va")
+		return ok && len(s.AddressesOf(l.Index)) > 0
+	})
+	polled := make(chan int, 1)
+	go func() { code, _ := get(t, h, "/ready?wait=1h"); polled <- code }()
+	recv(t, waiting, "long-poll parked on the lagging gate")
+	hold.Store(false)
+	release <- struct{}{}
+	if code := recv(t, polled, "the long-poll's answer after the late evaluation"); code != http.StatusOK {
+		t.Errorf("long-poll after the late evaluation: %d, want 200", code)
+	}
 }
