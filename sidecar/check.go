@@ -128,11 +128,15 @@ func (r Report) WriteTable(w io.Writer) error {
 
 // Config selects and parameterises the checks.
 type Config struct {
+	// NoLinks leaves the links check out (network monitoring is off:
+	// network_monitor.enabled: false).
+	NoLinks bool
 	// Addresses enables the addresses check for these families.
 	Addresses []collector.Family
 	// DefaultRoute enables the default-route check for these families.
 	DefaultRoute []collector.Family
-	// Path enables the path check when Path.Targets is not empty.
+	// Path enables the path check when Path.Targets is not empty (it
+	// needs Path.Routes to be built).
 	Path PathOptions
 	// VCenter enables the vcenter check.
 	VCenter bool
@@ -147,31 +151,59 @@ type Config struct {
 // DefaultStaleAfter is how many probe intervals a vCenter success stays fresh.
 const DefaultStaleAfter = 3
 
-// Checks is the one place the readiness checks are composed, in the order
-// they are reported: links, addresses, default-route, path, vcenter.
-func Checks(cfg Config) ([]Check, error) {
-	checks := []Check{LinksCheck()}
-	if len(cfg.Addresses) > 0 {
-		checks = append(checks, AddressesCheck(cfg.Addresses...))
+// composed is the one place the readiness checks are composed, in the
+// order they are reported: links, addresses, default-route, path,
+// vcenter. Each is named, and built only when asked (CheckNames does
+// not build them).
+func composed(cfg Config) []struct {
+	name  string
+	build func() (Check, error)
+} {
+	type part = struct {
+		name  string
+		build func() (Check, error)
 	}
-	if len(cfg.DefaultRoute) > 0 {
-		checks = append(checks, DefaultRouteCheck(cfg.DefaultRoute...))
-	}
-	if len(cfg.Path.Targets) > 0 {
-		p, err := PathCheck(cfg.Path)
-		if err != nil {
-			return nil, err
+	var parts []part
+	add := func(on bool, name string, build func() (Check, error)) {
+		if on {
+			parts = append(parts, part{name, build})
 		}
-		checks = append(checks, p)
 	}
-	if cfg.VCenter {
+	add(!cfg.NoLinks, CheckLinks, func() (Check, error) { return LinksCheck(), nil })
+	add(len(cfg.Addresses) > 0, CheckAddresses, func() (Check, error) { return AddressesCheck(cfg.Addresses...), nil })
+	add(len(cfg.DefaultRoute) > 0, CheckDefaultRoute, func() (Check, error) { return DefaultRouteCheck(cfg.DefaultRoute...), nil })
+	add(len(cfg.Path.Targets) > 0, CheckPath, func() (Check, error) { return PathCheck(cfg.Path) })
+	add(cfg.VCenter, CheckVCenter, func() (Check, error) {
 		n := cfg.StaleAfter
 		if n <= 0 {
 			n = DefaultStaleAfter
 		}
-		checks = append(checks, VCenterCheck(time.Duration(n)*cfg.ProbeInterval))
+		return VCenterCheck(time.Duration(n) * cfg.ProbeInterval), nil
+	})
+	return parts
+}
+
+// Checks builds the readiness checks cfg selects, in report order.
+func Checks(cfg Config) ([]Check, error) {
+	var checks []Check
+	for _, p := range composed(cfg) {
+		c, err := p.build()
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, c)
 	}
 	return checks, nil
+}
+
+// CheckNames are the names of the checks cfg selects, in report order,
+// without building them (Path.Routes may be nil).
+func CheckNames(cfg Config) []string {
+	var names []string
+	for _, p := range composed(cfg) {
+		names = append(names, p.name)
+	}
+	return names
 }
 
 // ParseFamilies parses an address family selection: "inet", "inet6" or "both".

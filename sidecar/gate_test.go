@@ -538,3 +538,24 @@ func TestTentativeAddressDoesNotCount(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckNames: the names come from the same composition as Checks,
+// in report order, and need no routes.
+func TestCheckNames(t *testing.T) {
+	cfg := Config{Addresses: []collector.Family{collector.FamilyIPv4}, Path: PathOptions{Targets: []string{"vc.example"}}, VCenter: true}
+	if got, want := CheckNames(cfg), []string{CheckLinks, CheckAddresses, CheckPath, CheckVCenter}; !slices.Equal(got, want) {
+		t.Errorf("CheckNames = %v, want %v", got, want)
+	}
+	cfg.NoLinks, cfg.Path = true, PathOptions{}
+	checks, err := Checks(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var built []string
+	for _, c := range checks {
+		built = append(built, c.Name())
+	}
+	if got := CheckNames(cfg); !slices.Equal(got, built) || !slices.Equal(got, []string{CheckAddresses, CheckVCenter}) {
+		t.Errorf("CheckNames = %v, Checks built %v", got, built)
+	}
+}

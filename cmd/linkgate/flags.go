@@ -543,7 +543,7 @@ type gateFlags struct {
 }
 
 func (g *gateFlags) validate(e *runEnv) error {
-	if _, err := g.checksConfig(e, nil, nil); err != nil {
+	if _, err := g.checksConfig(e, nil, nil, nil); err != nil {
 		return err
 	}
 	if g.StableFor < 0 {
@@ -553,9 +553,10 @@ func (g *gateFlags) validate(e *runEnv) error {
 }
 
 // checksConfig is the gate's composition from the flags: the vCenter
-// check and the path check with vCenter targets (path only with routes,
-// which may be nil while validating).
-func (g *gateFlags) checksConfig(e *runEnv, v *vcenterFlags, routes sidecar.RouteLookup) (sidecar.Config, error) {
+// check and the path check with vCenter targets (routes may be nil while
+// validating: sidecar.CheckNames needs none), no links check without
+// network monitoring.
+func (g *gateFlags) checksConfig(e *runEnv, v *vcenterFlags, n *networkFlags, routes sidecar.RouteLookup) (sidecar.Config, error) {
 	var cfg sidecar.Config
 	for _, f := range []struct {
 		flag, value string
@@ -572,26 +573,22 @@ func (g *gateFlags) checksConfig(e *runEnv, v *vcenterFlags, routes sidecar.Rout
 	}
 	if v != nil && len(v.URL) > 0 {
 		cfg.VCenter, cfg.ProbeInterval = true, v.Interval
-		if routes != nil {
-			cfg.Path = sidecar.PathOptions{Targets: v.URL, Routes: routes}
-		}
+		cfg.Path = sidecar.PathOptions{Targets: v.URL, Routes: routes}
 	}
+	cfg.NoLinks = n != nil && !n.Monitor
 	return cfg, nil
 }
 
 // checks builds the readiness checks. Without network monitoring the gate
 // does not look at links (network_monitor.enabled: false).
 func (g *gateFlags) checks(e *runEnv, v *vcenterFlags, n *networkFlags, routes sidecar.RouteLookup) ([]sidecar.Check, error) {
-	cfg, err := g.checksConfig(e, v, routes)
+	cfg, err := g.checksConfig(e, v, n, routes)
 	if err != nil {
 		return nil, err
 	}
 	checks, err := sidecar.Checks(cfg)
 	if err != nil {
 		return nil, configErrorf("checks: %v", err)
-	}
-	if !n.Monitor {
-		checks = slices.DeleteFunc(checks, func(c sidecar.Check) bool { return c.Name() == sidecar.CheckLinks })
 	}
 	return checks, nil
 }
@@ -683,12 +680,11 @@ type hyper2kvmFlags struct {
 }
 
 // validate: the control sockets and state dir are paths; the checks named
-// must be the gate's (the gate itself checks them against what it runs).
-func (h *hyper2kvmFlags) validate(e *runEnv) error {
-	known := []string{sidecar.CheckLinks, sidecar.CheckAddresses, sidecar.CheckDefaultRoute, sidecar.CheckPath, sidecar.CheckVCenter}
+// must be among gate, the names of the gate's checks as configured.
+func (h *hyper2kvmFlags) validate(e *runEnv, gate []string) error {
 	for _, c := range h.PauseOn {
-		if !slices.Contains(known, c) {
-			return e.invalid("hyper2kvm.pause-on", "unknown check %q; want some of %s", c, strings.Join(known, ", "))
+		if !slices.Contains(gate, c) {
+			return e.invalid("hyper2kvm.pause-on", "check %q is not one of the gate's checks as configured (%s)", c, strings.Join(gate, ", "))
 		}
 	}
 	for _, sock := range h.ControlSocket {

@@ -356,3 +356,25 @@ notifications:
 		t.Errorf("the webhook token reached the log:\n%s", e.log.String())
 	}
 }
+
+// TestPauseOnNamesTheGatesChecks: --hyper2kvm.pause-on is checked against
+// the gate's checks as configured, by --config.check as by a run (a
+// vcenter check exists only with a vCenter target).
+func TestPauseOnNamesTheGatesChecks(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	base := []string{"sidecar", "--hyper2kvm.control-socket", sock, "--config.check"}
+	code, _, errOut := runCLI(t, append(base, "--hyper2kvm.pause-on", "vcenter")...)
+	if code != exitInvalid || !strings.Contains(errOut, `check "vcenter" is not one of the gate's checks as configured (links)`) {
+		t.Errorf("pause-on vcenter without a vCenter: exit %d: %s", code, errOut)
+	}
+	pw := writeFile(t, "pw", "secret\n")
+	code, _, errOut = runCLI(t, append(base, "--hyper2kvm.pause-on", "path", "--hyper2kvm.pause-on", "vcenter",
+		"--vcenter.url", "vc.example", "--vcenter.user", "u", "--vcenter.password-file", pw)...)
+	if code != exitOK {
+		t.Errorf("pause-on path,vcenter with a vCenter: exit %d: %s", code, errOut)
+	}
+	code, _, errOut = runCLI(t, append(base, "--hyper2kvm.pause-on", "links", "--no-network.monitor")...)
+	if code != exitInvalid || !strings.Contains(errOut, `check "links" is not one of the gate's checks`) {
+		t.Errorf("pause-on links without network monitoring: exit %d: %s", code, errOut)
+	}
+}

@@ -219,7 +219,11 @@ func (s *sidecarCmd) validate(env *runEnv) error {
 	if err := s.notifyFlags.validate(env); err != nil {
 		return err
 	}
-	return s.hyper2kvmFlags.validate(env)
+	cfg, err := s.gateFlags.checksConfig(env, &s.vcenterFlags, &s.networkFlags, nil)
+	if err != nil {
+		return err
+	}
+	return s.hyper2kvmFlags.validate(env, sidecar.CheckNames(cfg))
 }
 
 func (s *sidecarCmd) Run(env *runEnv) error { return runServing(env, s) }
