@@ -203,6 +203,12 @@ type daemonPause struct {
 	PausedAt time.Time `json:"paused_at"`
 	Inode    uint64    `json:"inode"`
 	Born     int64     `json:"born_ns"` // when the socket was bound, Unix nanoseconds: see socketID
+	// Unconfirmed: pause was sent but its reply did not come back (a
+	// timeout, linkgate stopping, the socket changing under it). The
+	// daemon may or may not have paused: the next status decides. Found
+	// paused on that socket, the pause is linkgate's; found running, it
+	// never took, and is sent again (not taken for a human's resume).
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
 }
 
 func (p *daemonPause) id() socketID { return socketID{p.Inode, p.Born} }
@@ -376,15 +382,11 @@ func (l *daemonLoop) act(ctx context.Context) {
 
 // look starts an episode: pause the daemon unless someone else has.
 func (l *daemonLoop) look(ctx context.Context) bool {
-	r, ok := l.do(ctx, cmdStatus)
+	r, id, ok := l.statusAndIdentity(ctx)
 	if !ok {
 		return false
 	}
 	if *r.Paused {
-		id, ok := l.identity()
-		if !ok {
-			return false
-		}
 		l.phase, l.foreign = phaseForeign, id
 		l.d.log.Info("hyper2kvm's daemon is already paused, not by linkgate; leaving the pause to whoever made it",
 			"failing", l.failing())
@@ -394,22 +396,38 @@ func (l *daemonLoop) look(ctx context.Context) bool {
 }
 
 // pause sends pause and owns it. prev is the pause it renews, if any.
+//
+// The pause is recorded, unconfirmed, before it is sent: a reply lost
+// (a timeout, linkgate stopping mid-command) must not leave a pause
+// that linkgate made but would take for someone else's, and never
+// resume. It is confirmed when the reply comes back and the socket is
+// the one it was sent to; else the next status decides (recheckOwn).
 func (l *daemonLoop) pause(ctx context.Context, prev *daemonPause, msg string) bool {
-	// The identity is taken before the command: a daemon that restarted
-	// in between is then found with a new socket and paused again, never
-	// mistaken for a human's resume.
-	id, ok := l.identity()
+	before, ok := l.identity()
 	if !ok {
 		return false
 	}
-	if _, ok := l.do(ctx, cmdPause); !ok {
-		return false
-	}
-	p := &daemonPause{Socket: l.d.opts.Socket, PausedAt: l.d.clock.Now().UTC().Truncate(time.Second), Inode: id.ino, Born: id.born}
+	p := &daemonPause{Socket: l.d.opts.Socket, PausedAt: l.d.clock.Now().UTC().Truncate(time.Second),
+		Inode: before.ino, Born: before.born, Unconfirmed: true}
 	if prev != nil {
 		p.PausedAt = prev.PausedAt
 	}
 	l.setOwn(p, true)
+	_, sent := l.do(ctx, cmdPause)
+	after, ok := l.identity()
+	if !sent || !ok || after != before {
+		if ok && after != before {
+			// A restart in between: the pause went to one of the two.
+			// Watch the socket that is there now.
+			confirmedLater := *p
+			confirmedLater.Inode, confirmedLater.Born = after.ino, after.born
+			l.setOwn(&confirmedLater, true)
+		}
+		return false
+	}
+	confirmed := *p
+	confirmed.Unconfirmed = false
+	l.setOwn(&confirmed, true)
 	l.d.log.Info(msg, "failing", l.failing())
 	return true
 }
@@ -421,6 +439,19 @@ func (l *daemonLoop) recheckOwn(ctx context.Context) bool {
 		return false
 	}
 	same := id == l.own.id()
+	if l.own.Unconfirmed {
+		switch {
+		case *r.Paused && same:
+			confirmed := *l.own
+			confirmed.Unconfirmed = false
+			l.setOwn(&confirmed, true)
+			l.d.log.Info("paused hyper2kvm's daemon: the gate is closed (the pause's reply had been lost)", "failing", l.failing())
+			return true
+		case !*r.Paused:
+			return l.pause(ctx, l.own, "paused hyper2kvm's daemon: the gate is closed (the pause sent before had not taken)")
+		}
+		// Paused, on another socket: a restart, then someone's pause.
+	}
 	switch {
 	case *r.Paused && same:
 		return true
@@ -480,20 +511,26 @@ func (l *daemonLoop) release(ctx context.Context) bool {
 	return true
 }
 
-// identity is the socket's, next to a command that worked on it. A
-// socket gone by then (the daemon stopping) decides nothing: the round is
-// retried like a failed command.
-// statusAndIdentity asks status, then reads the socket's identity (which
-// daemon answered); ok is false when either failed, to be retried.
+// statusAndIdentity asks status and says which daemon answered: the
+// socket's identity, read before and after the command. ok is false when
+// either failed or the two differ (a restart in between: which one
+// answered?), to be retried like a failed command.
 func (l *daemonLoop) statusAndIdentity(ctx context.Context) (daemonReply, socketID, bool) {
+	before, err := statSocket(l.d.opts.Socket) // missing: the command says how
 	r, ok := l.do(ctx, cmdStatus)
 	if !ok {
 		return r, socketID{}, false
 	}
-	id, ok := l.identity()
-	return r, id, ok
+	after, ok := l.identity()
+	if ok && (err != nil || after != before) {
+		l.d.log.Debug("hyper2kvm's daemon control socket changed as it answered (a restart); asking again")
+		return r, socketID{}, false
+	}
+	return r, after, ok
 }
 
+// identity is the socket's. A socket gone (the daemon stopping) decides
+// nothing: the round is retried like a failed command.
 func (l *daemonLoop) identity() (socketID, bool) {
 	id, err := statSocket(l.d.opts.Socket)
 	if err != nil {

@@ -40,7 +40,7 @@ type controlServer struct {
 
 	mu      sync.Mutex
 	paused  bool
-	mode    string        // "": normal; "slow": hold each request until the mode changes; "error"; "garbage"
+	mode    string        // "": normal; "slow": hold each request until the mode changes; "error"; "garbage"; "lose-pause-reply"; "drop-pause"
 	release chan struct{} // closed when the slow mode ends
 	unknown map[string]bool
 	ln      *net.UnixListener
@@ -53,6 +53,10 @@ const (
 	modeSlow    = "slow"
 	modeError   = "error"
 	modeGarbage = "garbage"
+	// A pause is carried out, but its reply lost (the connection closes).
+	modeLosePauseReply = "lose-pause-reply"
+	// A pause is lost before it is carried out: no effect, no reply.
+	modeDropPause = "drop-pause"
 )
 
 // daemonSocket returns {dir}/.daemon/control.sock in a short temporary
@@ -189,6 +193,11 @@ func (s *controlServer) handle(conn net.Conn, done chan struct{}) {
 	}
 	var reply any
 	switch {
+	case command == cmdPause && mode == modeDropPause:
+		return
+	case command == cmdPause && mode == modeLosePauseReply:
+		s.answer(command)
+		return
 	case mode == modeGarbage:
 		_, _ = conn.Write([]byte("<html>502 Bad Gateway</html>"))
 		return
@@ -355,7 +364,7 @@ func (r *daemonRig) checkOwned(t *testing.T, owned bool) {
 		return
 	}
 	id, err := statSocket(r.opts.Socket)
-	if err != nil || p.Socket != r.opts.Socket || p.id() != id || p.PausedAt.IsZero() {
+	if err != nil || p.Socket != r.opts.Socket || p.id() != id || p.PausedAt.IsZero() || p.Unconfirmed {
 		t.Fatalf("state file %+v; socket %+v (%v)", p, id, err)
 	}
 	fi, err := os.Stat(r.stateFile)
@@ -1042,5 +1051,53 @@ func TestDaemonStateFileWrite(t *testing.T) {
 	}
 	if err := writeFileAtomic(filepath.Join(path, "under-a-file"), p); err == nil {
 		t.Error("write under a regular file succeeded")
+	}
+}
+
+// TestDaemonPauseReplyLost: a pause whose reply never comes back may or
+// may not have taken. linkgate records it, unconfirmed, before sending,
+// and the next status decides: paused on that socket, the pause is
+// linkgate's (and resumed when the gate opens); running, it never took,
+// and is sent again, not taken for a human's resume. Found in review: a
+// pause carried out with its reply lost was taken for someone else's and
+// never resumed.
+func TestDaemonPauseReplyLost(t *testing.T) {
+	for _, tc := range []struct {
+		mode  string
+		after []string // the commands of the recheck after the failed pause
+	}{
+		{modeLosePauseReply, []string{"status"}},
+		{modeDropPause, []string{"status", "pause"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			clk := newFakeClock()
+			g, b := carrierGate(t, clk, nil)
+			srv := newControlServer(t, daemonSocket(t), false)
+			rig := startDaemon(t, g, DaemonOptions{Socket: srv.path, Clock: clk})
+			srv.expect(t, "status")
+			srv.setMode(tc.mode)
+			st := carrierLoss(t, g, b)
+			srv.expect(t, "status", "pause")
+			rig.idle(t, st, clk.Now().Add(time.Second)) // a failed command: retried after Backoff
+			if p := rig.readPause(t); p == nil || !p.Unconfirmed || !rig.paused.Load() {
+				t.Fatalf("after the lost reply: state file %+v, paused_by_linkgate %v; want an unconfirmed pause", p, rig.paused.Load())
+			}
+			srv.setMode("")
+			clk.Advance(time.Second)
+			srv.expect(t, tc.after...)
+			rig.idle(t, st, clk.Now().Add(15*time.Second))
+			rig.checkOwned(t, true)
+			if !srv.isPaused() {
+				t.Fatal("the daemon runs through the outage")
+			}
+			st = carrierBack(t, g, b)
+			linksStable(t, clk, st)
+			srv.expect(t, "status", "resume")
+			rig.idle(t, g.State(), time.Time{})
+			rig.checkOwned(t, false)
+			if srv.isPaused() {
+				t.Fatal("not resumed: linkgate's pause was taken for someone else's")
+			}
+		})
 	}
 }
