@@ -123,16 +123,11 @@ func WaitURL(ctx context.Context, rawURL string, o WaitOptions) error {
 	}
 }
 
-// gateDoc is what WaitURL reads of the gate's JSON answer.
+// gateDoc is the gate's JSON answer (readyDoc, the server's own type),
+// with ready as a pointer: a document without it is not the gate's.
 type gateDoc struct {
-	Ready   *bool     `json:"ready"`
-	ReadyAt time.Time `json:"ready_at"`
-	Checks  []struct {
-		Name   string `json:"name"`
-		OK     bool   `json:"ok"`
-		Reason string `json:"reason"`
-	} `json:"checks"`
-	Warnings []string `json:"warnings"`
+	readyDoc
+	Ready *bool `json:"ready"`
 }
 
 // parseGateDoc reads a gate's JSON answer; ok is false for anything else.
@@ -148,7 +143,7 @@ func parseGateDoc(body []byte) (gateDoc, bool) {
 func (d gateDoc) why() string {
 	var out []string
 	for _, c := range d.Checks {
-		if !c.OK {
+		if !c.OK && !c.Excluded {
 			out = append(out, c.Name+" failed: "+c.Reason)
 		}
 	}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -290,4 +291,37 @@ func TestLocalWaitRules(t *testing.T) {
 	if ok, _ := (LocalWait{}).Satisfied(&collector.Snapshot{}); ok {
 		t.Error("satisfied before the first dump")
 	}
+}
+
+// TestGateDocWhy: wait's progress reason is the gate's own document read
+// as the server writes it: failing checks the request excluded are not
+// the reason (found in review: wait blamed them and hid the damping).
+func TestGateDocWhy(t *testing.T) {
+	v := verdict{ready: false, readyAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), excluded: map[string]bool{CheckVCenter: true},
+		checks: []CheckStatus{{CheckResult: CheckResult{Name: CheckLinks, OK: true}}, {CheckResult: CheckResult{Name: CheckVCenter, Reason: "transient: refused"}}}}
+	body := mustJSON(t, newReadyDoc(v))
+	d, ok := parseGateDoc(body)
+	if !ok {
+		t.Fatalf("the gate's own document not taken for one: %s", body)
+	}
+	if got, want := d.why(), "not ready: every check holds; damping until 2030-01-02T03:04:05Z"; got != want {
+		t.Errorf("why = %q, want %q", got, want)
+	}
+	v.excluded = nil
+	d, _ = parseGateDoc(mustJSON(t, newReadyDoc(v)))
+	if got, want := d.why(), "not ready: vcenter failed: transient: refused"; got != want {
+		t.Errorf("why = %q, want %q", got, want)
+	}
+	if _, ok := parseGateDoc([]byte(`{"checks":[]}`)); ok {
+		t.Error("a document without ready taken for the gate's")
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
