@@ -2,8 +2,6 @@ package probe
 
 import (
 	"crypto/sha256"
-	"errors"
-	"strings"
 
 	"github.com/linkgate/linkgate/internal/boundedfile"
 )
@@ -67,14 +65,9 @@ func (c *credentials) password() (secret, error) {
 	if c.file == "" {
 		return c.literal, nil
 	}
-	b, err := boundedfile.Read(c.file, boundedfile.Password)
+	pw, err := boundedfile.ReadPassword(c.file)
 	if err != nil {
 		return secret{}, &ConfigError{Field: "PasswordFile", Err: err}
-	}
-	// A secret file usually ends in a newline the password does not.
-	pw := strings.TrimRight(string(b), "\r\n")
-	if pw == "" {
-		return secret{}, &ConfigError{Field: "PasswordFile", Err: errors.New("password file " + c.file + " is empty")}
 	}
 	return newSecret(pw), nil
 }

@@ -273,15 +273,7 @@ func (e *Email) password() (string, error) {
 	if e.opts.PasswordFile == "" {
 		return e.opts.Password, nil
 	}
-	b, err := boundedfile.Read(e.opts.PasswordFile, boundedfile.Password)
-	if err != nil {
-		return "", err
-	}
-	pw := strings.TrimRight(string(b), "\r\n")
-	if pw == "" {
-		return "", fmt.Errorf("%s is empty; want a file holding the SMTP password", e.opts.PasswordFile)
-	}
-	return pw, nil
+	return boundedfile.ReadPassword(e.opts.PasswordFile)
 }
 
 // tlsConfig verifies the server's certificate for its host, against the

@@ -792,7 +792,7 @@ func TestNewEmailValidation(t *testing.T) {
 		{"user without password file", func(o *EmailOptions) { o.PasswordFile = "" }, "PasswordFile", "a user needs a password file"},
 		{"password file without user", func(o *EmailOptions) { o.User = "" }, "User", "a password file needs a user"},
 		{"missing password file", func(o *EmailOptions) { o.PasswordFile = "/nonexistent/pw" }, "PasswordFile", "open /nonexistent/pw: no such file or directory"},
-		{"empty password file", func(o *EmailOptions) { o.PasswordFile = writeFile(t, "\n") }, "PasswordFile", "is empty; want a file holding the SMTP password"},
+		{"empty password file", func(o *EmailOptions) { o.PasswordFile = writeFile(t, "\n") }, "PasswordFile", "is empty or holds only white space; want a file holding the password"},
 		{"password file is a device", func(o *EmailOptions) { o.PasswordFile = "/dev/zero" }, "PasswordFile", "/dev/zero is a character device, not a regular file"},
 		{"CA file without PEM", func(o *EmailOptions) { o.CAFile = pw }, "CAFile", "no PEM certificate in " + pw},
 	} {

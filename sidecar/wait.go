@@ -172,11 +172,11 @@ func (o WaitOptions) waitOnce(ctx context.Context, u *url.URL, wait time.Duratio
 	}
 	req.Header.Set("Accept", "application/json")
 	if o.User != "" {
-		pw, err := boundedfile.Read(o.PasswordFile, boundedfile.Password)
+		pw, err := boundedfile.ReadPassword(o.PasswordFile)
 		if err != nil {
 			return false, "", fmt.Errorf("wait: password file: %w", err)
 		}
-		req.SetBasicAuth(o.User, strings.TrimRight(string(pw), "\r\n"))
+		req.SetBasicAuth(o.User, pw)
 	}
 	resp, err := o.Client.Do(req)
 	if err != nil {

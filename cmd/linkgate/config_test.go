@@ -638,7 +638,7 @@ func TestFileLimitsAtStart(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"empty password file", vc(emptyPassword, ca), "--vcenter.password-file: " + emptyPassword + " is empty or holds only white space; want a file holding the vCenter password"},
+		{"empty password file", vc(emptyPassword, ca), "--vcenter.password-file: " + emptyPassword + " is empty or holds only white space; want a file holding the password"},
 		{"CA file without a certificate", vc(pw, garbageCA), "--vcenter.ca-file: no PEM certificate in " + garbageCA},
 	} {
 		code, _, errOut := runCLI(t, append(tc.args, "--config.check")...)

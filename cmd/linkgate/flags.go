@@ -454,12 +454,8 @@ func (v *vcenterFlags) validate(e *runEnv, n *networkFlags, s *vsphereFlags) err
 	// Read as the probe will, so that a file the probe would refuse
 	// fails here with exit code 2, not at the first login.
 	if v.PasswordFile != "" {
-		b, err := boundedfile.Read(v.PasswordFile, boundedfile.Password)
-		if err != nil {
+		if _, err := boundedfile.ReadPassword(v.PasswordFile); err != nil {
 			return e.invalid("vcenter.password-file", "%v", err)
-		}
-		if strings.TrimSpace(string(b)) == "" {
-			return e.invalid("vcenter.password-file", "%s is empty or holds only white space; want a file holding the vCenter password", v.PasswordFile)
 		}
 	}
 	if v.CAFile != "" {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/linkgate/linkgate/collector"
@@ -58,10 +57,8 @@ func (w *waitCmd) Run(env *runEnv) error {
 		return configErrorf("--basic-auth.user and --basic-auth.password-file go together")
 	}
 	if w.AuthFile != "" {
-		if b, err := boundedfile.Read(w.AuthFile, boundedfile.Password); err != nil {
+		if _, err := boundedfile.ReadPassword(w.AuthFile); err != nil {
 			return env.invalid("basic-auth.password-file", "%v", err)
-		} else if strings.TrimSpace(string(b)) == "" {
-			return env.invalid("basic-auth.password-file", "%s is empty or holds only white space", w.AuthFile)
 		}
 	}
 	client, err := waitClient(w.CAFile)

@@ -22,6 +22,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -207,4 +208,21 @@ func CertPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificate in %s", path)
 	}
 	return pool, nil
+}
+
+// ReadPassword reads a password file under the Password rule: the one
+// way linkgate reads a secret from a file (vCenter's, SMTP's, wait's
+// basic auth). A trailing newline is not part of the password; a file
+// that is empty or holds only white space is refused. The error names
+// the file, never its content.
+func ReadPassword(path string) (string, error) {
+	b, err := Read(path, Password)
+	if err != nil {
+		return "", err
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if strings.TrimSpace(pw) == "" {
+		return "", fmt.Errorf("%s is empty or holds only white space; want a file holding the password", path)
+	}
+	return pw, nil
 }

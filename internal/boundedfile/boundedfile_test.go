@@ -141,3 +141,24 @@ func TestCertPool(t *testing.T) {
 		t.Errorf("CertPool(/dev/zero) = %v", err)
 	}
 }
+
+// TestReadPassword: the one password-file rule, for every secret file.
+func TestReadPassword(t *testing.T) {
+	dir := t.TempDir()
+	for content, want := range map[string]string{
+		"s3cret\n": "s3cret", "s3cret\r\n": "s3cret", "s3cret": "s3cret", " padded \n": " padded ",
+		"": "", "\n": "", "  \t\n": "",
+	} {
+		p := filepath.Join(dir, "pw")
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadPassword(p)
+		switch {
+		case want == "" && (err == nil || !strings.Contains(err.Error(), "is empty or holds only white space") || strings.Contains(err.Error(), content) && content != ""):
+			t.Errorf("%q: %q, %v; want refused, naming the file only", content, got, err)
+		case want != "" && (err != nil || got != want):
+			t.Errorf("%q: %q, %v; want %q", content, got, err, want)
+		}
+	}
+}
