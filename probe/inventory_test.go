@@ -155,9 +155,15 @@ func TestInventoryFollowsChanges(t *testing.T) {
 		cond   func(*Inventory) bool
 	}{
 		{"disconnected", host, types.PropertyChange{Name: "runtime.connectionState", Val: types.HostSystemConnectionStateDisconnected},
-			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.ConnectionState == "disconnected" }},
+			func(inv *Inventory) bool {
+				h, _ := hostNamed(inv, "DC0_C0_H1")
+				return h.ConnectionState == "disconnected"
+			}},
 		{"not responding", host, types.PropertyChange{Name: "runtime.connectionState", Val: types.HostSystemConnectionStateNotResponding},
-			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.ConnectionState == "notResponding" }},
+			func(inv *Inventory) bool {
+				h, _ := hostNamed(inv, "DC0_C0_H1")
+				return h.ConnectionState == "notResponding"
+			}},
 		{"in maintenance", host, types.PropertyChange{Name: "runtime.inMaintenanceMode", Val: true},
 			func(inv *Inventory) bool { h, _ := hostNamed(inv, "DC0_C0_H1"); return h.InMaintenance }},
 		{"standby", host, types.PropertyChange{Name: "runtime.powerState", Val: types.HostSystemPowerStateStandBy},
