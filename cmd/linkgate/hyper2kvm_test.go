@@ -378,3 +378,25 @@ func TestPauseOnNamesTheGatesChecks(t *testing.T) {
 		t.Errorf("pause-on links without network monitoring: exit %d: %s", code, errOut)
 	}
 }
+
+// TestHyper2kvmInlinePasswordOnlyForItsServer: a password written inline
+// in hyper2kvm's file goes only to the server and user that file names;
+// with either set elsewhere it is not used, and a warning says so
+// (found in review: it went to whatever server was configured).
+func TestHyper2kvmInlinePasswordOnlyForItsServer(t *testing.T) {
+	t.Setenv(passwordEnv, "")
+	h2k := writeFile(t, "h2k.yaml", "vcenter: vc1.example\nvc_user: admin@vsphere.local\nvc_password: "+configSentinel+"\n")
+	code, out, errOut := runCLI(t, "exporter", "--hyper2kvm.config", h2k, "--config.check")
+	if code != exitOK {
+		t.Fatalf("the file's own server and user: exit %d: %s%s", code, out, errOut)
+	}
+	for _, elsewhere := range [][]string{{"--vcenter.url", "vc2.example"}, {"--vcenter.user", "other@vsphere.local"}} {
+		code, out, errOut = runCLI(t, append([]string{"exporter", "--hyper2kvm.config", h2k, "--config.check"}, elsewhere...)...)
+		if code != exitInvalid || !strings.Contains(errOut, "not using the vCenter password") || !strings.Contains(errOut, "a vCenter password is needed") {
+			t.Errorf("%v: exit %d: %s%s", elsewhere, code, out, errOut)
+		}
+		if strings.Contains(out+errOut, configSentinel) {
+			t.Errorf("%v: the password is shown:\n%s%s", elsewhere, out, errOut)
+		}
+	}
+}

@@ -235,6 +235,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, w := range h.warnings {
 			env.logger.Warn(w)
 		}
+		for _, w := range env.inlineSecretsIgnored() {
+			env.logger.Warn("hyper2kvm file " + h.path + ": not using " + w + ": its password is for the server and user the file names")
+		}
 	}
 	err := p.kctx.Run(env)
 	if ee := (*exitError)(nil); err != nil && !(errors.As(err, &ee) && ee.err == nil) {
@@ -268,14 +271,52 @@ type runEnv struct {
 var baseReachHook func(*probe.ReachOptions)
 
 // inlineSecrets are the passwords a hyper2kvm file gave inline: used, never
-// flags, never shown.
+// flags, never shown. Each is used only for the server and user that the
+// same file gave (vcenter and vc_user; email_smtp_host and
+// email_username): a server or user set elsewhere (a flag, linkgate's
+// file, the environment) must not get hyper2kvm's password.
 type inlineSecrets struct{ vcenter, email string }
 
 func (e *runEnv) inlineSecrets() inlineSecrets {
 	if e == nil || e.res == nil || e.res.h2k == nil {
 		return inlineSecrets{}
 	}
-	return inlineSecrets{e.res.h2k.vcenterPassword, e.res.h2k.emailPassword}
+	var s inlineSecrets
+	if e.fromHyper2kvm("vcenter.url", "vcenter.user") {
+		s.vcenter = e.res.h2k.vcenterPassword
+	}
+	if e.fromHyper2kvm("notify.email.server", "notify.email.user") {
+		s.email = e.res.h2k.emailPassword
+	}
+	return s
+}
+
+// inlineSecretsIgnored names the inline passwords of the hyper2kvm file
+// that inlineSecrets does not use, for a warning.
+func (e *runEnv) inlineSecretsIgnored() []string {
+	if e == nil || e.res == nil || e.res.h2k == nil {
+		return nil
+	}
+	var out []string
+	s := e.inlineSecrets()
+	if e.res.h2k.vcenterPassword != "" && s.vcenter == "" {
+		out = append(out, "the vCenter password (--vcenter.url or --vcenter.user is set elsewhere)")
+	}
+	if e.res.h2k.emailPassword != "" && s.email == "" {
+		out = append(out, "the SMTP password (--notify.email.server or --notify.email.user is set elsewhere)")
+	}
+	return out
+}
+
+// fromHyper2kvm says every flag's value came from the hyper2kvm file.
+func (e *runEnv) fromHyper2kvm(flags ...string) bool {
+	for _, f := range flags {
+		o, ok := e.res.h2k.origin(f)
+		if !ok || e.origin(f) != o {
+			return false
+		}
+	}
+	return true
 }
 
 // configChecked ends a --config.check run: validation has passed by now.
