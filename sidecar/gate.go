@@ -286,8 +286,9 @@ type verdict struct {
 	// poll, when set, is how soon to look again without a signal (a VM
 	// may move without one).
 	poll time.Duration
-	// noSuchVM says the VM judged is in no vCenter (404).
-	noSuchVM bool
+	// noSuch says the host or VM judged is in no inventory or vCenter
+	// (404).
+	noSuch bool
 }
 
 // judge derives the answer for one check (single, undamped), for the whole

@@ -80,25 +80,14 @@ func lookupHost(invs []*probe.Inventory, name string) hostLookup {
 	return l
 }
 
-// hostKnown says whether /ready/host/NAME has a host to judge: it is in
-// an inventory, or an inventory in doubt might list it (fail closed, not
-// 404). Without an inventory source nothing is known.
-func (h *Handler) hostKnown(name string) bool {
-	if h.inventory == nil {
-		return false
-	}
-	invs, _ := h.inventory.Inventory()
-	l := lookupHost(invs, name)
-	return l.found || len(l.doubt) > 0
-}
-
 // judgeHost extends v, the gate's verdict, with the checks of host name
 // (HostChecks), evaluated now against the current inventory, vCenter
 // status and reachability: ready when the gate is and every host check
 // holds.
 func (h *Handler) judgeHost(v verdict, name string, now time.Time) verdict {
 	invs, statuses, reach := h.sources(&v)
-	hc, _ := HostChecks(name, invs, statuses, reach, now)
+	hc, known := HostChecks(name, invs, statuses, reach, now)
+	v.noSuch = !known
 	return extend(v, hc, now)
 }
 
@@ -341,7 +330,7 @@ const vmRecheck = 5 * time.Second
 func (h *Handler) judgeVM(ctx context.Context, v verdict, name string, now time.Time) verdict {
 	v.poll = vmRecheck
 	pl, err := h.vms.LookupVM(ctx, name)
-	v.noSuchVM = errors.Is(err, probe.ErrNoSuchVM)
+	v.noSuch = errors.Is(err, probe.ErrNoSuchVM)
 	invs, statuses, reach := h.sources(&v)
 	return extend(v, VMChecks(pl, err, invs, statuses, reach, now), now)
 }

@@ -54,6 +54,7 @@ type HandlerOptions struct {
 //	GET /ready/NAME            one check's current result, undamped; 404 if unknown
 //	GET /ready/host/HOST       the gate (damped, as /ready) plus the ESXi host's own
 //	                           checks (see judgeHost); 404 if no inventory lists it
+//	                           (and none in doubt might)
 //	GET /ready/vm/VM           as /ready/host for the host the VM (name or instance
 //	                           UUID) runs on, plus its datastores; 404 if no vCenter has it
 //	GET /ready?wait=30s        long-poll: answer as soon as ready, or 503 when the
@@ -150,19 +151,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(p, "/ready/vm/"):
 		name := strings.TrimPrefix(p, "/ready/vm/")
 		if h.vms == nil || name == "" {
-			http.Error(w, fmt.Sprintf("no such VM in vCenter: %q", name), http.StatusNotFound)
+			http.Error(w, subject{subjectVM, name}.notFound(), http.StatusNotFound)
 			return
 		}
 		// A VM no vCenter has is a 404, found by the verdict's own lookup
 		// (one lookup per request, not one to decide and one to judge).
-		h.serveReady(w, r, "", subject{vm: name})
+		h.serveReady(w, r, "", subject{subjectVM, name})
 	case strings.HasPrefix(p, "/ready/host/"):
 		name := strings.TrimPrefix(p, "/ready/host/")
-		if name == "" || !h.hostKnown(name) {
-			http.Error(w, fmt.Sprintf("no such host in the vSphere inventory: %q", name), http.StatusNotFound)
+		if h.inventory == nil || name == "" {
+			http.Error(w, subject{subjectHost, name}.notFound(), http.StatusNotFound)
 			return
 		}
-		h.serveReady(w, r, "", subject{host: name})
+		// A host no inventory lists (and none in doubt might) is a 404,
+		// found by the verdict's own lookup, as for a VM.
+		h.serveReady(w, r, "", subject{subjectHost, name})
 	case strings.HasPrefix(p, "/ready/"):
 		name := strings.TrimPrefix(p, "/ready/")
 		if !slices.Contains(h.gate.names, name) {
@@ -220,7 +223,26 @@ func parseWait(s string, limit time.Duration) (time.Duration, error) {
 
 // subject is what /ready/host/NAME and /ready/vm/NAME judge besides the
 // gate: an ESXi host or a VM (at most one of them).
-type subject struct{ host, vm string }
+type subject struct {
+	kind subjectKind
+	name string
+}
+
+type subjectKind int
+
+const (
+	subjectGate subjectKind = iota
+	subjectHost
+	subjectVM
+)
+
+// notFound is the 404's text for a host or VM that does not exist.
+func (s subject) notFound() string {
+	if s.kind == subjectVM {
+		return fmt.Sprintf("no such VM in vCenter: %q", s.name)
+	}
+	return fmt.Sprintf("no such host in the vSphere inventory: %q", s.name)
+}
 
 // serveReady answers for the gate, for one of its checks (single), or for
 // the gate and an ESXi host's or a VM's checks (subj).
@@ -247,10 +269,10 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 		now := h.clock.Now()
 		v := h.gate.judge(st, single, excluded, now)
 		switch {
-		case subj.host != "":
-			v = h.judgeHost(v, subj.host, now)
-		case subj.vm != "":
-			v = h.judgeVM(r.Context(), v, subj.vm, now)
+		case subj.kind == subjectHost:
+			v = h.judgeHost(v, subj.name, now)
+		case subj.kind == subjectVM:
+			v = h.judgeVM(r.Context(), v, subj.name, now)
 		}
 		if !fresh {
 			v.ready, v.lagging = false, true
@@ -259,8 +281,8 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request, single stri
 		return v
 	}
 	v := look()
-	if v.noSuchVM {
-		http.Error(w, fmt.Sprintf("no such VM in vCenter: %q", subj.vm), http.StatusNotFound)
+	if v.noSuch {
+		http.Error(w, subj.notFound(), http.StatusNotFound)
 		return
 	}
 	if wait > 0 && !v.ready && !h.closed() {
