@@ -212,7 +212,7 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 	p.mu.Lock()
 	rows := make([]row, len(p.targets))
 	for i, t := range p.targets {
-		rows[i] = row{st: t.st, active: t.sessionActive}
+		rows[i] = row{st: t.st, active: t.sess != nil}
 		rows[i].remaining, rows[i].blockedUntil = t.logins.state(now)
 	}
 	p.mu.Unlock()

@@ -197,11 +197,10 @@ type target struct {
 	logins *loginLimiter
 
 	// Guarded by Prober.mu.
-	st            Status
-	sessionActive bool
-	// For the inventory watch: the logged-in session (nil: none), the
-	// successful attempts so far, and a channel closed and replaced
-	// when either or st changes.
+	st Status
+	// The logged-in session (nil: none; the session_active metric), and
+	// for the inventory watch the successful attempts so far and a
+	// channel closed and replaced when either or st changes.
 	sess      *conn
 	successes uint64
 	sig       chan struct{}
@@ -608,7 +607,6 @@ func (p *Prober) login(ctx context.Context, t *target) error {
 	}
 	t.conn = c
 	p.mu.Lock()
-	t.sessionActive = true
 	t.sess = c
 	p.signalLocked(t)
 	p.mu.Unlock()
@@ -628,7 +626,6 @@ func (p *Prober) endSession(t *target, logout bool, timeout time.Duration) {
 		return
 	}
 	p.mu.Lock()
-	t.sessionActive = false
 	t.sess = nil
 	p.signalLocked(t)
 	p.mu.Unlock()
