@@ -486,6 +486,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush() // the stream is open, even while the first event waits for the gate
 	write := func(s string) bool {
 		if err := rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return false
@@ -509,7 +510,19 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return write(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", st.Version, name, data))
 	}
 
-	st := h.gate.State()
+	// The first event, like every /ready answer, is no older than the
+	// kernel state current now: it waits while the gate catches up.
+	st, fresh, evaluated := h.gate.Current(r.Context())
+	for !fresh {
+		select {
+		case <-evaluated:
+		case <-r.Context().Done():
+			return
+		case <-h.done:
+			return
+		}
+		st, fresh, evaluated = h.gate.Current(r.Context())
+	}
 	if !event(st) {
 		return
 	}

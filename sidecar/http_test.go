@@ -426,14 +426,29 @@ func TestReadyNeverPredatesSnapshot(t *testing.T) {
 		code, _ := get(t, h, "/ready")
 		answered <- code
 	}()
+	// An /events subscriber's first event waits for the gate too.
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	stream, err := srv.Client().Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	events := make(chan sseEvent, 4)
+	go readEvents(stream.Body, events, nil)
 	select {
 	case code := <-answered:
 		t.Fatalf("/ready answered %d before the gate evaluated the snapshot with va down", code)
+	case ev := <-events:
+		t.Fatalf("/events sent %+v before the gate evaluated the snapshot with va down", ev)
 	case <-time.After(50 * time.Millisecond): // it waits; nothing is asserted on time
 	}
 	release <- struct{}{}
 	if code := recv(t, answered, "/ready after the evaluation"); code != http.StatusServiceUnavailable {
 		t.Errorf("/ready after va went down: %d, want 503", code)
+	}
+	if ev := recv(t, events, "the first event after the evaluation"); ev.event != "not_ready" {
+		t.Errorf("/events' first event after va went down: %+v, want not_ready", ev)
 	}
 
 	// An evaluation stuck beyond maxEvalLag: not ready, and why.
