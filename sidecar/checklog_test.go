@@ -68,4 +68,39 @@ func TestCheckLog(t *testing.T) {
 	if !regexp.MustCompile(`held_back=[1-9]`).MatchString(flap.String()) {
 		t.Errorf("no line counts the lines held back:\n%s", flap.String())
 	}
+
+	// Flapping fail, ok, fail (the burst), then ok held back: the log
+	// must not end on the failure, which is no longer true. flush writes
+	// the check as it stands once a token is back, and says when that is.
+	var settle testkit.Buffer
+	l = newCheckLog(slog.New(slog.NewTextHandler(&settle, nil)))
+	prev = stateOf(passing("links", t0))
+	for i := 1; i <= checkLogBurst+1; i++ {
+		now := t0.Add(time.Duration(i) * time.Second)
+		next := stateOf(failing("links", "va: down", now))
+		if i%2 == 0 {
+			next = stateOf(passing("links", now))
+		}
+		l.observe(prev, next, now)
+		prev = next
+	}
+	now := t0.Add(time.Duration(checkLogBurst+1) * time.Second)
+	if last := lastLine(settle.String()); !strings.Contains(last, "readiness check failed") || !prev.Checks[0].OK {
+		t.Fatalf("setup: the log should end on the failure while the check holds: %s", last)
+	}
+	at := l.flush(prev, now)
+	if at.IsZero() || !at.After(now) {
+		t.Fatalf("flush with a held-back line and no token: next at %v, want later than %v", at, now)
+	}
+	if again := l.flush(prev, at); !again.IsZero() {
+		t.Errorf("flush at %v: next at %v, want nothing pending", at, again)
+	}
+	if last := lastLine(settle.String()); !strings.Contains(last, `msg="readiness check ok again" check=links held_back=1`) {
+		t.Errorf("the log ends on %q, want the check ok again, with the line held back", last)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

@@ -134,10 +134,13 @@ func (g *Gate) Run(ctx context.Context) error {
 		g.markEvaluated(snap.Version)
 
 		// One one-shot timer for whichever comes first: the end of the
-		// damping period or a freshness deadline.
+		// damping period, a freshness deadline, or the check log's next
+		// token for a line it held back.
 		wake := in.recheck
-		if !st.ReadyAt.IsZero() && (wake.IsZero() || st.ReadyAt.Before(wake)) {
-			wake = st.ReadyAt
+		for _, at := range []time.Time{st.ReadyAt, g.checkLog.flush(st, in.Now)} {
+			if !at.IsZero() && (wake.IsZero() || at.Before(wake)) {
+				wake = at
+			}
 		}
 		if timer != nil {
 			timer.Stop()
