@@ -22,6 +22,7 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/linkgate/linkgate/collector"
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/linkgate/linkgate/sidecar"
 	"golang.org/x/sys/unix"
 )
@@ -71,7 +72,7 @@ func TestChurnGateNeverLies(t *testing.T) {
 		in.waitReady(t)
 	}
 
-	rng := collector.ReplayRand(t)
+	rng := testkit.ReplayRand(t)
 	t.Logf("%d pairs, %d rounds, converge bound %s", pairs, rounds, convergeBound)
 	for round := range rounds {
 		file := writeFile(t, churn(rng, 3000, pairs))

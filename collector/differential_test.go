@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linkgate/linkgate/internal/netnstest"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -230,7 +231,7 @@ func TestDifferentialAfterRandomBurst(t *testing.T) {
 	const links = 4
 	a := multiPair(t, links)
 	c := start(t, a, Options{})
-	rng := replayRand(t)
+	rng := testkit.ReplayRand(t)
 	for round := range 3 {
 		file := burst(t, rng, 150, links)
 		// -force: keep going past changes the kernel refuses (deleting an

@@ -20,8 +20,5 @@ func SnapshotView(s *Snapshot) string { return snapshotView(s) }
 // LineDiff lists the lines of want and got that the other lacks.
 func LineDiff(want, got string) string { return lineDiff(want, got) }
 
-// ReplayRand is the random source of a randomized test (see replayRand).
-func ReplayRand(t testing.TB) *rand.Rand { t.Helper(); return replayRand(t) }
-
 // RandomChange writes one random `ip -batch` change of link va<i>.
 func RandomChange(b *strings.Builder, rng *rand.Rand, i int) { randomChange(b, rng, i) }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -18,7 +19,7 @@ import (
 // the snapshot, which re-sorts only the tables marked changed, equals one
 // rebuilt from scratch.
 func TestSnapshotReusesOnlyUnchangedTables(t *testing.T) {
-	rng := replayRand(t)
+	rng := testkit.ReplayRand(t)
 	st := newState()
 	now := time.Unix(0, 0)
 	for i := range 3000 {

@@ -4,33 +4,15 @@ import (
 	"cmp"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/linkgate/linkgate/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/vim25/types"
 )
-
-// recordsRand returns the random source of a randomized test, seeded from
-// LINKGATE_SEED when set, else from the clock, and logs the seed.
-func recordsRand(t testing.TB) *rand.Rand {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("LINKGATE_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("LINKGATE_SEED=%q: want a decimal uint64", v)
-		}
-		seed = n
-	}
-	t.Logf("seed %d (replay with LINKGATE_SEED=%d)", seed, seed)
-	return rand.New(rand.NewPCG(seed, 0))
-}
 
 func moRef(kind, id string) types.ManagedObjectReference {
 	return types.ManagedObjectReference{Type: kind, Value: id}
@@ -155,7 +137,7 @@ func TestRecordsConnectionStamps(t *testing.T) {
 // built from scratch from the records (the patch path and the rebuild
 // path agree). Random updates over a small ID space.
 func TestRecordsSnapshotsImmutable(t *testing.T) {
-	rng := recordsRand(t)
+	rng := testkit.ReplayRand(t)
 	filter := hostFilter{}
 	if rng.IntN(2) == 0 {
 		filter, _ = Config{HostExclude: `esx[0-2]`}.hostFilter()

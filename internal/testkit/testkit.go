@@ -7,10 +7,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,4 +162,24 @@ func AcceptAll(t testing.TB, ln net.Listener) *atomic.Int64 {
 	})
 	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 	return n
+}
+
+// SeedEnv replays a randomized test: set it to the seed the test logged.
+const SeedEnv = "LINKGATE_SEED"
+
+// ReplayRand returns the random source of a randomized test, seeded from
+// LINKGATE_SEED (a decimal uint64) when set, else from the clock. It logs
+// the seed, so that any run can be replayed.
+func ReplayRand(t testing.TB) *rand.Rand {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(SeedEnv); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: want a decimal uint64", SeedEnv, v)
+		}
+		seed = n
+	}
+	t.Logf("seed %d (replay with %s=%d)", seed, SeedEnv, seed)
+	return rand.New(rand.NewPCG(seed, 0))
 }
