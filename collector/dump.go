@@ -107,14 +107,10 @@ func (c *Collector) RouteGet(ctx context.Context, dst netip.Addr) (Route, error)
 	if err != nil {
 		return Route{}, err
 	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(5 * time.Second)
-	}
 	msgs, err := c.execute(netlink.Message{
 		Header: netlink.Header{Type: unix.RTM_GETROUTE, Flags: netlink.Request},
 		Data:   data,
-	}, deadline)
+	}, requestDeadline(ctx, 5*time.Second))
 	if err != nil {
 		return Route{}, fmt.Errorf("route get %s: %w", dst, err)
 	}
