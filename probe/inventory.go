@@ -92,6 +92,12 @@ type Datastore struct {
 	Missing []string
 }
 
+// IsConnected says vCenter has the host connected: the one state in
+// which a migration may read from it.
+func (h Host) IsConnected() bool {
+	return h.ConnectionState == string(types.HostSystemConnectionStateConnected)
+}
+
 // HostsNamed returns the hosts named name: vCenter may hold more than
 // one (in different datacenters), told apart by ID.
 func (inv *Inventory) HostsNamed(name string) []Host {

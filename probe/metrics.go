@@ -287,7 +287,7 @@ func (m *metrics) collectInventory(ch chan<- prometheus.Metric, inv *Inventory) 
 		for _, id := range h.Datastores {
 			c := mounted[id]
 			c.all++
-			if h.ConnectionState == string(types.HostSystemConnectionStateConnected) {
+			if h.IsConnected() {
 				c.connected++
 			}
 			mounted[id] = c
@@ -325,7 +325,7 @@ func (m *metrics) collectInventory(ch chan<- prometheus.Metric, inv *Inventory) 
 
 // worseHost merges two hosts of the same name for the metrics.
 func worseHost(a, b Host) Host {
-	if a.ConnectionState == string(types.HostSystemConnectionStateConnected) {
+	if a.IsConnected() {
 		a.ConnectionState = b.ConnectionState
 	}
 	a.InMaintenance = a.InMaintenance || b.InMaintenance

@@ -239,7 +239,7 @@ func hostProblem(host probe.Host) string {
 	if len(host.Missing) > 0 {
 		out = append(out, "vCenter did not return "+strings.Join(host.Missing, ", "))
 	}
-	if host.ConnectionState != "connected" {
+	if !host.IsConnected() {
 		out = append(out, "connection state "+orUnknown(host.ConnectionState))
 	}
 	if host.InMaintenance {
@@ -263,7 +263,7 @@ func orUnknown(s string) string {
 func reachProblem(snap *probe.Reachability, host probe.Host) (string, time.Time) {
 	hr, ok := snap.Host(host.Name)
 	if !ok {
-		if host.ConnectionState != "connected" {
+		if !host.IsConnected() {
 			return "not probed: the host is not connected", time.Time{}
 		}
 		return "not probed yet", time.Time{}

@@ -225,7 +225,7 @@ func (c *checkCmd) hostFacts(ctx context.Context, env *runEnv) (hostFacts, error
 			return f, env.invalid("vsphere.host-ports", "%v", err)
 		}
 		var hosts []string
-		if h.ConnectionState == "connected" {
+		if h.IsConnected() {
 			hosts = []string{h.Name}
 		}
 		reaches[target] = probeReachOnce(ctx, r, hosts)

@@ -172,7 +172,7 @@ func (rs reaches) follow(prober *probe.Prober) func(context.Context) error {
 func connectedHosts(inv *probe.Inventory) map[string]uint64 {
 	hosts := map[string]uint64{}
 	for _, h := range inv.Hosts {
-		if h.ConnectionState == "connected" {
+		if h.IsConnected() {
 			hosts[h.Name] = h.Connected
 		}
 	}
