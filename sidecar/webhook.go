@@ -148,6 +148,10 @@ func (w *Webhooks) Run(ctx context.Context) error {
 	}
 	followTransitions(ctx, &w.from, w.enqueue)
 	wg.Wait()
+	// What was queued after a worker stopped will not be sent either.
+	for _, h := range w.hooks {
+		w.dropped.Add(uint64(h.clear()))
+	}
 	return nil
 }
 
